@@ -1,0 +1,43 @@
+# The two commands: `make demo` runs the whole system on its simulators, `make test` runs the
+# tests. Both create .venv and install what they need, Debian packages included (as root;
+# otherwise they print the apt-get line to run).
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+# mosquitto: the test broker and the demo's ThingsBoard stand-in; xvfb, xauth and Mesa's
+# software GL (libgl1-mesa-dri): the GUI in a real window on machines without a screen.
+DEBS_TEST := mosquitto mosquitto-clients xvfb xauth libgl1-mesa-dri libgl1
+DEBS_DEMO := mosquitto
+
+.PHONY: demo test bench venv debs-test debs-demo clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+debs-test:
+	scripts/ensure-debs $(DEBS_TEST)
+
+debs-demo:
+	scripts/ensure-debs $(DEBS_DEMO)
+
+# pytest exits with 5 when it collected no tests; that means the suite is broken, so say so.
+test: $(STAMP) debs-test
+	@$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit status 5)" >&2; fi; \
+	exit $$rc
+
+demo: $(STAMP) debs-demo
+	$(VENV)/bin/honcho start -f Procfile.demo
+
+bench: $(STAMP) debs-test
+	$(VPY) -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,51 @@
+"""Benchmarks. Each module has ``run() -> list[Result]`` and can be run alone (python -m bench.NAME)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measured figure and the limit it is held against.
+
+    ``kind`` is "max" when the figure must stay at or under the limit (time, CPU, memory) and
+    "min" when it must reach it (throughput).
+    """
+
+    name: str
+    measured: float
+    limit: float
+    unit: str
+    kind: str = "max"
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.limit
+
+    @property
+    def ok(self) -> bool:
+        return self.ratio <= 1.0 if self.kind == "max" else self.ratio >= 1.0
+
+
+def percentile(values: list[float], pct: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(pct) - 1]
+
+
+def table(results: list[Result]) -> str:
+    rows = [("benchmark", "measured", "limit", "ratio", "")]
+    for r in results:
+        bound = "<=" if r.kind == "max" else ">="
+        rows.append((r.name, f"{r.measured:.4g} {r.unit}", f"{bound} {r.limit:.4g} {r.unit}",
+                     f"{r.ratio:.3f}", "ok" if r.ok else "MISSED"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def report(results: list[Result]) -> None:
+    """Print the table; exit 1 if any figure missed its limit."""
+    print(table(results), flush=True)
+    if not all(r.ok for r in results):
+        sys.exit(1)

@@ -1,0 +1,24 @@
+"""make bench: run every benchmark and print one table (measured, limit, ratio)."""
+
+import datetime
+import importlib
+import os
+import platform
+
+from bench import report
+
+BENCHMARKS = ["bench.bus_latency"]
+
+
+def main() -> None:
+    print(f"# {datetime.date.today()} on {platform.node()}: {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}", flush=True)
+    results = []
+    for name in BENCHMARKS:
+        print(f"# running {name} ...", flush=True)
+        results += importlib.import_module(name).run()
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The message bus: ZeroMQ PUB/SUB carrying the envelopes of :mod:`common.messages`.
+
+This is the only module that imports zmq. Each publishing service binds one PUB socket at its
+own endpoint; a consumer connects one SUB socket to every publisher it needs. No broker sits in
+the middle, so any process can die and come back without the others noticing more than a gap.
+
+What a subscriber can rely on, and what it must tolerate:
+
+* SUB sockets reconnect by themselves, so a subscriber may start before its publishers, and a
+  publisher killed and restarted on the same endpoint is picked up again by the same socket.
+* Messages sent while nobody is connected (or faster than a slow reader drains, past the high
+  water mark) are dropped by ZeroMQ. Every message is a full snapshot re-sent every period, and
+  ``seq`` gaps are counted, so loss is visible and heals by itself.
+* A body may be anything: not msgpack, too large, an unknown version, the wrong shape. Such a
+  message is counted under its kind, logged the first time that kind is seen, and skipped.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import zmq
+
+from common import messages
+from common.messages import Message, MessageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+# libzmq drops the connection of a peer that sends more than this, before Python sees it; the
+# smaller configured limit is applied per message so that oversize bodies are counted.
+_HARD_MAX_MESSAGE_BYTES = 64 << 20
+_LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+OnPublish = Callable[[str, int, "messages.Data"], None]
+
+
+class EndpointError(ValueError):
+    """An endpoint string that is malformed or not allowed."""
+
+
+def check_endpoint(endpoint: str, allow_remote: bool = False) -> str:
+    """Return ``endpoint`` if it is a usable tcp:// or ipc:// endpoint, else raise EndpointError.
+
+    A tcp endpoint must name a host and a port; binding to anything but a loopback address
+    (``*``, ``0.0.0.0``, a LAN address) needs ``allow_remote``, so that a default install never
+    exposes battery data to the network.
+    """
+    if not isinstance(endpoint, str):
+        raise EndpointError(f"expected a string like tcp://127.0.0.1:7301, got {endpoint!r}")
+    if endpoint.startswith("ipc://"):
+        if len(endpoint) <= len("ipc://"):
+            raise EndpointError(f"{endpoint!r} has no path")
+        return endpoint
+    if not endpoint.startswith("tcp://"):
+        raise EndpointError(f"{endpoint!r} is not tcp://host:port or ipc://path")
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname
+    if not host or port is None or not 1 <= port <= 65535 or parts.path:
+        raise EndpointError(f"{endpoint!r} is not tcp://host:port with a port 1-65535")
+    if not allow_remote and not _is_loopback(host):
+        raise EndpointError(f"{endpoint!r} is not a loopback address; set bus.allow_remote: true to expose it")
+    return endpoint
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Bus:
+    """Owns the ZeroMQ context and every socket made from it; close() releases them all."""
+
+    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        self.max_message_bytes = max_message_bytes
+        self._ctx = zmq.Context()
+        self._sockets: list[zmq.Socket] = []
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        # A stopping service must not hang on unsent telemetry; the next snapshot replaces it.
+        sock.setsockopt(zmq.LINGER, 0)
+        self._sockets.append(sock)
+        return sock
+
+    def publisher(self, endpoint: str, src: str, on_publish: OnPublish | None = None) -> Publisher:
+        sock = self._socket(zmq.PUB)
+        sock.bind(endpoint)
+        return Publisher(sock, src, on_publish)
+
+    def subscriber(self, endpoints: Iterable[str], topics: Iterable[str] = ("",)) -> Subscriber:
+        sock = self._socket(zmq.SUB)
+        sock.setsockopt(zmq.MAXMSGSIZE, _HARD_MAX_MESSAGE_BYTES)
+        for prefix in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
+        for endpoint in endpoints:
+            sock.connect(endpoint)
+        return Subscriber(sock, self.max_message_bytes)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets.clear()
+        self._ctx.term()
+
+    def __enter__(self) -> Bus:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Publisher:
+    """Sends checked envelopes on one bound PUB socket; ``seq`` counts per topic."""
+
+    def __init__(self, sock: zmq.Socket, src: str, on_publish: OnPublish | None = None):
+        self._sock = sock
+        self.src = src
+        self._on_publish = on_publish
+        self._seq: collections.Counter[str] = collections.Counter()
+
+    def publish(self, topic: str, data: messages.Data, ts: float | None = None) -> int:
+        """Publish ``data`` on ``topic`` observed at ``ts`` (epoch s, default now); return its seq.
+
+        Raises MessageError if ``data`` does not fit the topic's definition; that is a bug in
+        the caller, so it is not swallowed here.
+        """
+        seq = self._seq[topic]
+        body = messages.encode(topic, self.src, seq, time.time() if ts is None else ts, data)
+        self._sock.send_multipart([topic.encode("ascii"), body], copy=False)
+        self._seq[topic] = seq + 1
+        if self._on_publish:
+            self._on_publish(topic, seq, data)
+        return seq
+
+
+@dataclass
+class SubscriberStats:
+    """What a subscriber has seen. ``bad`` counts skipped messages by kind."""
+
+    received: int = 0
+    bad: collections.Counter[str] = field(default_factory=collections.Counter)
+    lost: int = 0
+    restarts: int = 0
+
+
+class Subscriber:
+    """Receives, checks and counts envelopes from one SUB socket connected to many publishers."""
+
+    def __init__(self, sock: zmq.Socket, max_message_bytes: int):
+        self._sock = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._max_bytes = max_message_bytes
+        self._last_seq: dict[tuple[str, str], int] = {}
+        self.stats = SubscriberStats()
+
+    def recv(self, timeout_s: float | None = 0.0) -> Message | None:
+        """The next good message, or None when none arrives within ``timeout_s`` (None = wait)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._poller.poll(None if remaining is None else int(remaining * 1000)):
+                return None
+            frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            msg = self._check(frames)
+            if msg is not None:
+                return msg
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def drain(self) -> dict[str, Message]:
+        """Read everything waiting without blocking; keep the latest message per topic."""
+        latest: dict[str, Message] = {}
+        while (msg := self.recv(0.0)) is not None:
+            latest[msg.topic] = msg
+        return latest
+
+    def _check(self, frames: list[bytes]) -> Message | None:
+        if len(frames) != 2:
+            return self._skip("frames", f"{len(frames)} frames, expected [topic, body]")
+        topic_b, body = frames
+        if len(body) > self._max_bytes:
+            return self._skip("too_large", f"{len(body)} bytes > limit {self._max_bytes}")
+        try:
+            topic = topic_b.decode("ascii")
+            msg = messages.decode(topic, body)
+        except UnicodeDecodeError:
+            return self._skip("topic", f"non-ASCII topic {topic_b[:40]!r}")
+        except MessageError as e:
+            return self._skip(e.kind, e.detail)
+        self._count_seq(msg)
+        self.stats.received += 1
+        return msg
+
+    def _skip(self, kind: str, detail: str) -> None:
+        self.stats.bad[kind] += 1
+        if self.stats.bad[kind] == 1:
+            log.warning("skipping bad bus message (%s): %s; further ones of this kind are only counted",
+                        kind, detail[:300])
+        return None
+
+    def _count_seq(self, msg: Message) -> None:
+        key = (msg.src, msg.topic)
+        last = self._last_seq.get(key)
+        self._last_seq[key] = msg.seq
+        if last is None:
+            return
+        if msg.seq > last:
+            self.stats.lost += msg.seq - last - 1
+        else:
+            self.stats.restarts += 1
+            log.info("%s restarted (%s seq %d after %d)", msg.src, msg.topic, msg.seq, last)

@@ -1,0 +1,231 @@
+"""The bus message contract: one typed, versioned definition per topic.
+
+Wire layout (see docs/contract.md for the full table):
+
+    frame 1: topic, ASCII, e.g. b"bms.snapshot"   (SUB prefix matching works on it)
+    frame 2: msgpack map, the envelope
+             {"v": 1, "src": "bms_reader", "seq": 42, "ts": 1764000000.123, "data": {...}}
+
+``v`` is the schema version of that topic's message. A change a reader of the old version
+cannot follow (a field removed, renamed or retyped) bumps it; a new field with a default does
+not, and readers ignore fields they do not know, so services can be upgraded one at a time.
+``seq`` counts per publisher and topic from 0 at process start, so a gap means lost messages
+on that topic and a drop back means the publisher restarted.
+
+Names carry their units. A value that is unknown is None (msgpack nil), never 0.
+Publishers and subscribers both go through :func:`encode` / :func:`decode`, so what is sent
+is checked against the same definition that readers use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+
+ENVELOPE_VERSION = 1
+
+
+class MessageError(ValueError):
+    """A body that does not fit the contract. ``kind`` says how (for counting)."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+class Data(msgspec.Struct, kw_only=True):
+    """Base of every topic's data: keyword-only, unknown fields tolerated."""
+
+
+class Pack(Data):
+    """One battery pack of a PACE stack, 1-based ``pack``.
+
+    Analog values come from CID2 0x42, the alarm and state fields from CID2 0x44. A field
+    the BMS did not report this cycle is None. ``online`` is False for a pack the master
+    lists but that sends only zeros (a slave that is off or not wired).
+    """
+
+    pack: int
+    online: bool = True
+    cells_mv: list[int] = []
+    temps_c: list[float] = []
+    current_a: float | None = None
+    voltage_v: float | None = None
+    power_w: float | None = None
+    remaining_ah: float | None = None
+    full_ah: float | None = None
+    design_ah: float | None = None
+    cycles: int | None = None
+    soc_pct: float | None = None
+    soh_pct: float | None = None
+    cell_min_mv: int | None = None
+    cell_max_mv: int | None = None
+    cell_delta_mv: int | None = None
+    warnings: list[str] | None = None
+    protections: list[str] | None = None
+    faults: list[str] | None = None
+    indicators: list[str] | None = None
+    cell_alarms: dict[int, str] | None = None
+    temp_alarms: dict[int, str] | None = None
+    pack_alarms: dict[str, str] | None = None
+    balancing: list[int] | None = None
+    charge_fet: bool | None = None
+    discharge_fet: bool | None = None
+    status_raw: dict[str, int] | None = None
+    reported_soc_pct: float | None = None
+    reported_soh_pct: float | None = None
+    extra_hex: str | None = None
+
+
+class BmsSnapshot(Data):
+    pack_count: int | None
+    packs: list[Pack]
+    poll_s: float | None = None
+
+
+class BmsInfo(Data):
+    protocol_version: str | None = None
+    address: int | None = None
+    software_version: str | None = None
+    bms_serial: str | None = None
+    pack_serial: str | None = None
+    pack_count: int | None = None
+    bms_clock: str | None = None
+
+
+LinkState = Literal["connecting", "up", "down"]
+
+
+class Link(Data):
+    """Health of a device link. ``errors`` counts failures by kind since the service started."""
+
+    state: LinkState
+    port: str
+    errors: dict[str, int] = {}
+    last_ok_ts: float | None = None
+    error: str | None = None
+
+
+class GpsLink(Link):
+    sentences: int = 0
+    bad_sentences: int = 0
+    source: str | None = None
+
+
+class GpsFix(Data):
+    valid: bool
+    speed_km_h: float | None = None
+    course_deg: float | None = None
+    lat: float | None = None
+    lon: float | None = None
+    alt_m: float | None = None
+    sats: int | None = None
+    hdop: float | None = None
+    fix_quality: int | None = None
+    gps_utc: float | None = None
+    mode: str | None = None
+
+
+class UplinkStatus(Data):
+    connected: bool
+    server: str
+    queued: int
+    sent: int
+    dropped: int
+    last_ack_ts: float | None = None
+    error: str | None = None
+    oldest_queued_age_s: float | None = None
+    dead_letters: int = 0
+    clock_source: str | None = None
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    schema: type[Data]
+    version: int
+    publisher: str
+    period: str
+
+
+TOPICS: dict[str, Topic] = {
+    t.name: t
+    for t in (
+        Topic("bms.snapshot", BmsSnapshot, 1, "bms_reader", "every poll cycle"),
+        Topic("bms.info", BmsInfo, 1, "bms_reader", "on change, and every 60 s"),
+        Topic("bms.link", Link, 1, "bms_reader", "every 1 s"),
+        Topic("gps.fix", GpsFix, 1, "gps_reader", "each fix epoch"),
+        Topic("gps.link", GpsLink, 1, "gps_reader", "every 1 s"),
+        Topic("uplink.status", UplinkStatus, 1, "tb_uplink", "every 1 s"),
+    )
+}
+
+
+class _Envelope(msgspec.Struct):
+    v: int
+    src: str
+    seq: int
+    ts: float
+    data: msgspec.Raw
+
+
+@dataclass(frozen=True)
+class Message:
+    """A received, checked bus message."""
+
+    topic: str
+    src: str
+    seq: int
+    ts: float
+    data: Data
+
+
+_encoder = msgspec.msgpack.Encoder()
+_envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
+_data_decoders = {name: msgspec.msgpack.Decoder(t.schema) for name, t in TOPICS.items()}
+
+
+def encode(topic: str, src: str, seq: int, ts: float, data: Data) -> bytes:
+    """Envelope ``data`` for ``topic``. Raises MessageError if it does not fit the contract."""
+    spec = TOPICS.get(topic)
+    if spec is None:
+        raise MessageError("topic", f"unknown topic {topic!r}")
+    if not isinstance(data, spec.schema):
+        raise MessageError("shape", f"{topic} carries {spec.schema.__name__}, not {type(data).__name__}")
+    body = _encoder.encode({"v": spec.version, "src": src, "seq": seq, "ts": ts, "data": data})
+    # Struct constructors do not check types; decoding what we are about to send does.
+    decode(topic, body)
+    return body
+
+
+def decode(topic: str, body: bytes) -> Message:
+    """Check and decode one body.
+
+    Raises MessageError of kind ``topic`` (not in the contract), ``garbage`` (not a msgpack
+    envelope), ``version`` (a schema version this reader does not know) or ``shape`` (the data
+    does not fit the topic's definition).
+    """
+    spec = TOPICS.get(topic)
+    if spec is None:
+        raise MessageError("topic", f"unknown topic {topic!r}")
+    try:
+        env = _envelope_decoder.decode(body)
+    except msgspec.DecodeError as e:  # also ValidationError: not an envelope at all
+        raise MessageError("garbage", f"not an envelope: {e}") from None
+    if env.v != spec.version:
+        raise MessageError("version", f"{topic} version {env.v}, this reader knows {spec.version}")
+    try:
+        data = _data_decoders[topic].decode(env.data)
+    except msgspec.ValidationError as e:
+        raise MessageError("shape", f"{topic}: {e}") from None
+    except msgspec.DecodeError as e:
+        raise MessageError("garbage", str(e)) from None
+    return Message(topic, env.src, env.seq, env.ts, data)
+
+
+def to_builtins(data: Data) -> dict:
+    """Plain dicts and lists (for JSON output, record building and tests)."""
+    return msgspec.to_builtins(data)

@@ -1,0 +1,113 @@
+"""The bus with real sockets, the publisher or sender always in a separate process."""
+
+import signal
+
+import pytest
+
+from common import messages
+from common.bus import EndpointError, check_endpoint
+from tests.helpers.proc import free_port, python_module, write_config
+from tests.helpers.samples import SAMPLES
+
+
+def _publisher(spawn, tmp_path, endpoint, name="gps_reader", period=0.05):
+    cfg = write_config(tmp_path / "c.yaml", bus={name: endpoint})
+    return spawn(python_module("tests.helpers.publish", name, "--config", cfg, "--period", period))
+
+
+def test_subscriber_started_before_its_publisher_receives_once_it_is_up(bus, spawn, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = bus.subscriber([endpoint], ["gps.fix"])
+    assert sub.recv(0.3) is None
+    _publisher(spawn, tmp_path, endpoint)
+    msg = sub.recv(15)
+    assert msg is not None, "nothing arrived after the publisher started"
+    assert msg.topic == "gps.fix" and msg.src == "gps_reader"
+    assert msg.data == SAMPLES["gps.fix"]
+
+
+def test_publisher_killed_and_restarted_is_picked_up_by_the_same_subscriber(bus, spawn, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = bus.subscriber([endpoint], ["gps.fix"])
+    first = _publisher(spawn, tmp_path, endpoint)
+    assert sub.recv(15) is not None
+    for _ in range(5):
+        assert sub.recv(5) is not None
+    first.signal(signal.SIGKILL)
+    assert first.wait(5) == -signal.SIGKILL
+    sub.drain()
+    _publisher(spawn, tmp_path, endpoint)
+    msg = sub.recv(15)
+    assert msg is not None, "the same subscriber got nothing from the restarted publisher"
+    assert msg.seq < 5, "seq should start again from 0 in the new process"
+    assert sub.stats.restarts == 1
+
+
+def test_bad_bodies_are_counted_by_kind_and_skipped(bus, spawn):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = bus.subscriber([endpoint], [""])
+    spawn(python_module("tests.helpers.raw_sender", endpoint, "bad"))
+    msg = sub.recv(20)
+    assert msg is not None and msg.topic == "gps.fix" and msg.data == SAMPLES["gps.fix"]
+    assert dict(sub.stats.bad) == {"garbage": 3, "version": 1, "shape": 2, "frames": 1, "topic": 2,
+                                   "too_large": 1}
+    assert sub.stats.received == 1
+
+
+def test_seq_gaps_are_counted(bus, spawn):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = bus.subscriber([endpoint], ["gps."])
+    spawn(python_module("tests.helpers.raw_sender", endpoint, "gaps"))
+    seqs = []
+    while len(seqs) < 7:
+        msg = sub.recv(20)
+        assert msg is not None
+        seqs.append(msg.seq)
+    assert seqs == [0, 1, 2, 5, 6, 10, 11]
+    assert sub.stats.lost == 2 + 3
+    assert sub.stats.restarts == 0
+
+
+def test_drain_keeps_the_latest_message_of_each_topic(bus, spawn):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = bus.subscriber([endpoint], [""])
+    spawn(python_module("tests.helpers.raw_sender", endpoint, "drain"))
+    latest = {}
+    while "uplink.status" not in latest:
+        msg = sub.recv(20)
+        assert msg is not None, "the scenario did not arrive"
+        latest[msg.topic] = msg
+        latest.update(sub.drain())
+    assert latest["bms.link"].seq == 9
+    assert latest["gps.link"].seq == 4
+
+
+def test_publish_refuses_data_that_does_not_fit_its_topic(bus):
+    pub = bus.publisher(f"tcp://127.0.0.1:{free_port()}", "test")
+    with pytest.raises(messages.MessageError) as wrong_class:
+        pub.publish("gps.fix", SAMPLES["bms.link"])
+    assert wrong_class.value.kind == "shape"
+    with pytest.raises(messages.MessageError) as wrong_type:
+        pub.publish("gps.fix", messages.GpsFix(valid="yes"))
+    assert wrong_type.value.kind == "shape"
+    with pytest.raises(messages.MessageError) as unknown:
+        pub.publish("gps.speed", SAMPLES["gps.fix"])
+    assert unknown.value.kind == "topic"
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:7301", "tcp://localhost:1", "tcp://[::1]:80",
+                                      "ipc:///tmp/pace.sock"])
+def test_loopback_and_ipc_endpoints_are_accepted(endpoint):
+    assert check_endpoint(endpoint) == endpoint
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:7301", "tcp://*:7301", "tcp://192.168.1.5:7301",
+                                      "tcp://127.0.0.1", "tcp://127.0.0.1:0", "tcp://127.0.0.1:99999",
+                                      "udp://127.0.0.1:5", "ipc://", "127.0.0.1:7301"])
+def test_bad_or_exposed_endpoints_are_refused(endpoint):
+    with pytest.raises(EndpointError):
+        check_endpoint(endpoint)
+
+
+def test_exposed_endpoint_is_allowed_with_the_opt_in():
+    assert check_endpoint("tcp://0.0.0.0:7301", allow_remote=True) == "tcp://0.0.0.0:7301"

@@ -1,0 +1,23 @@
+"""The runner: every service starts on it and stops within 2 s of SIGTERM or SIGINT, status 0."""
+
+import signal
+import time
+
+import pytest
+
+from tests.helpers.proc import python_module, write_config
+
+HEADLESS = ["bms_reader", "gps_reader", "tb_uplink"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("service", HEADLESS)
+def test_service_stops_within_two_seconds_of_a_signal(tmp_path, spawn, service, sig):
+    cfg = write_config(tmp_path / "c.yaml", tb_uplink={"token": "t", "outbox_path": str(tmp_path / "o.db")})
+    child = spawn(python_module(f"services.{service}", "--config", cfg))
+    assert child.wait_line(rf"{service} running", 20), child.text()
+    child.signal(sig)
+    start = time.monotonic()
+    assert child.wait(5) == 0, child.text()
+    assert time.monotonic() - start < 2.0
+    assert any(f"{service} stopped" in line for line in child.text("err"))

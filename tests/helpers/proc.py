@@ -1,0 +1,118 @@
+"""Test tools: free loopback ports, config files, and child processes with collected output."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes (None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def write_config(path: Path, **sections) -> Path:
+    """A config file on free loopback bus ports, with ``sections`` merged over it."""
+    cfg = {"bus": {name: f"tcp://127.0.0.1:{free_port()}" for name in ("bms_reader", "gps_reader", "tb_uplink")}}
+    path.write_text(yaml.safe_dump(_merge(cfg, sections)))
+    return path
+
+
+class Child:
+    """A child process in its own session; its output is collected line by line with arrival times."""
+
+    def __init__(self, args: list[str], env: dict | None = None, cwd: Path = REPO):
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(args, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        self.lines: list[tuple[float, str, str]] = []  # (monotonic time, "out"/"err", text)
+        self._lock = threading.Lock()
+        self._readers = [threading.Thread(target=self._read, args=(stream, tag), daemon=True)
+                         for stream, tag in ((self.proc.stdout, "out"), (self.proc.stderr, "err"))]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, tag: str) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._lock:
+                self.lines.append((time.monotonic(), tag, raw.decode(errors="replace").rstrip("\n")))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def text(self, tag: str | None = None) -> list[str]:
+        with self._lock:
+            return [line for _, t, line in self.lines if tag is None or t == tag]
+
+    def wait_line(self, pattern: str, timeout: float = 10.0, tag: str | None = None) -> re.Match | None:
+        regex = re.compile(pattern)
+
+        def found():
+            for line in self.text(tag):
+                if m := regex.search(line):
+                    return m
+            return None
+        return wait_for(found, timeout)
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def finish(self) -> None:
+        """Kill the whole session if anything is left, and close the pipes."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+        for reader in self._readers:
+            reader.join(5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def python_module(module: str, *args) -> list[str]:
+    return [PY, "-m", module, *map(str, args)]
