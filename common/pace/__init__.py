@@ -1,0 +1,49 @@
+"""The PACE BMS serial protocol (v2.5, "paceic"), sans I/O: bytes in, typed values out.
+
+``frame`` builds requests, validates frames and splits byte streams into frames; ``decode``
+turns the INFO of each read command into typed values (and back, for the simulator). Errors are
+PaceError subclasses whose ``kind`` is what bms.link counts them under.
+"""
+
+from common.pace.decode import (
+    AnalogPack,
+    AnalogReply,
+    Capacities,
+    Serials,
+    StatusPack,
+    StatusReply,
+    alarm_word,
+    decode_analog,
+    decode_capacities,
+    decode_datetime,
+    decode_pack_count,
+    decode_serials,
+    decode_status,
+    decode_text,
+    encode_analog,
+    encode_status,
+    flag_names,
+    pack_fields,
+)
+from common.pace.errors import ChecksumError, DecodeError, DeviceError, FrameError, PaceError, rtn_name
+from common.pace.frame import (
+    ALL_PACKS,
+    BadFrame,
+    Command,
+    Frame,
+    FrameSplitter,
+    analog_request,
+    build_request,
+    encode_frame,
+    parse_frame,
+    status_request,
+)
+
+__all__ = [
+    "ALL_PACKS", "AnalogPack", "AnalogReply", "BadFrame", "Capacities", "ChecksumError", "Command",
+    "DecodeError", "DeviceError", "Frame", "FrameError", "FrameSplitter", "PaceError", "Serials",
+    "StatusPack", "StatusReply", "alarm_word", "analog_request", "build_request", "decode_analog",
+    "decode_capacities", "decode_datetime", "decode_pack_count", "decode_serials", "decode_status",
+    "decode_text", "encode_analog", "encode_frame", "encode_status", "flag_names", "pack_fields",
+    "parse_frame", "rtn_name", "status_request",
+]

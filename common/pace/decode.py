@@ -1,0 +1,537 @@
+"""Decoders (and, for the simulator and tests, encoders) of the INFO of each read command.
+
+Analog reply (0x42) INFO: INFOFLAG, then the pack count when the request asked FF (else the
+requested address echoed), then one block per pack:
+
+    C, C x cell mV (u16), T, T x temperature (u16, 0.1 K with offset 2730), current (s16, 10 mA,
+    + = charging), voltage (u16, mV), remaining (u16, 10 mAh), P, full (u16, 10 mAh),
+    cycles (u16), design (u16, 10 mAh), then whatever extra bytes the firmware adds.
+
+Status reply (0x44) INFO: INFOFLAG, count or echo, then per pack: C, C x cell warning code, T,
+T x temperature warning code, charge-current, total-voltage and discharge-current codes,
+protect 1, protect 2, instruction, control, fault, balance 1, balance 2, warn 1, warn 2, extras.
+
+Real firmwares add undocumented bytes after each block (a 1, 10 or 14 byte tail) and P does not
+announce them; a few omit the design capacity. So the block length is not taken from P or found
+by scanning for the cell-count byte (0x10 occurs inside 0x2710 = 100.00 Ah). When all blocks have
+the same cell and temperature counts, the block length is the data length divided by the pack
+count; otherwise each block is sized from its own C and T and the extra bytes are found by
+looking for a plausible next block. ``force_pack_offset`` (hex characters) overrides both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from common.pace.errors import DecodeError
+from common.pace.frame import ALL_PACKS, Frame
+
+TEMP_OFFSET = 2730
+MAX_PACKS = 16
+MAX_CELLS = 32
+MAX_TEMPS = 16
+
+PROTECT_1 = ("cell_overvoltage", "cell_undervoltage", "pack_overvoltage", "pack_undervoltage",
+             "charge_overcurrent", "discharge_overcurrent", "short_circuit", None)
+PROTECT_2 = ("charge_overtemp", "discharge_overtemp", "charge_undertemp", "discharge_undertemp",
+             "mos_overtemp", "env_overtemp", "env_undertemp", "fully_charged")
+INSTRUCTION = ("current_limit_on", "cfet_on", "dfet_on", "pack_indicate", "reverse", "ac_in", None, "heart")
+CONTROL = ("buzzer_enabled", None, None, "current_limit_low_gear", "current_limit_disabled",
+           "led_warn_disabled", None, None)
+FAULT = ("charge_mos_fault", "discharge_mos_fault", "ntc_fault", None, "cell_fault", "sample_fault", None, None)
+WARN_1 = ("cell_high_voltage", "cell_low_voltage", "pack_high_voltage", "pack_low_voltage",
+          "charge_current", "discharge_current", None, None)
+WARN_2 = ("charge_high_temp", "discharge_high_temp", "charge_low_temp", "discharge_low_temp",
+          "env_high_temp", "env_low_temp", "mos_high_temp", "low_power")
+
+
+def flag_names(value: int, table: tuple[str | None, ...]) -> list[str]:
+    """Names of the set bits, lowest first; a bit the SPEC leaves undefined is ``undefined_bitN``."""
+    return [table[bit] or f"undefined_bit{bit}" for bit in range(8) if value >> bit & 1]
+
+
+def flag_bits(names: list[str], table: tuple[str | None, ...]) -> int:
+    """The byte with the named bits set (inverse of flag_names)."""
+    return sum(1 << table.index(name) for name in names)
+
+
+def alarm_word(code: int) -> str | None:
+    """A per-cell/sensor/pack warning code as a word; None for 00 (normal)."""
+    if code == 0:
+        return None
+    named = {0x01: "low", 0x02: "high", 0xF0: "other"}.get(code)
+    if named:
+        return named
+    return f"user_0x{code:02X}" if 0x80 <= code <= 0xEF else f"undefined_0x{code:02X}"
+
+
+class _Reader:
+    """Reads big-endian fields from INFO bytes; running out of bytes is a DecodeError."""
+
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None):
+        self.data = data
+        self.pos = pos
+        self.end = len(data) if end is None else end
+
+    @property
+    def left(self) -> int:
+        return self.end - self.pos
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > self.end:
+            raise DecodeError(f"INFO ends inside {what} (byte {self.pos}, need {n}, have {self.left})")
+        part = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return part
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def u16(self, what: str, signed: bool = False) -> int:
+        return int.from_bytes(self.take(2, what), "big", signed=signed)
+
+    def u16s(self, count: int, what: str) -> tuple[int, ...]:
+        raw = self.take(2 * count, what)
+        return tuple(int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw), 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Analog data (0x42)
+
+
+@dataclass(frozen=True)
+class AnalogPack:
+    """One pack block of an analog reply, in SPEC units (raw temperatures kept as 0.1 K)."""
+
+    cells_mv: tuple[int, ...]
+    temps_raw: tuple[int, ...]
+    current_raw: int
+    voltage_mv: int
+    remaining_raw: int
+    user_count: int
+    full_raw: int | None
+    cycles: int | None
+    design_raw: int | None
+    extra: bytes = b""
+
+    @property
+    def online(self) -> bool:
+        """False for a pack the master lists but that reports nothing (every cell 0 mV)."""
+        return any(self.cells_mv)
+
+    @property
+    def temps_c(self) -> list[float]:
+        return [round((raw - TEMP_OFFSET) / 10, 1) for raw in self.temps_raw]
+
+    @property
+    def current_a(self) -> float:
+        return round(self.current_raw / 100, 2)
+
+    @property
+    def voltage_v(self) -> float:
+        return self.voltage_mv / 1000
+
+    @property
+    def power_w(self) -> float:
+        return round(self.voltage_v * self.current_a, 2)
+
+    @property
+    def remaining_ah(self) -> float:
+        return self.remaining_raw / 100
+
+    @property
+    def full_ah(self) -> float | None:
+        return None if self.full_raw is None else self.full_raw / 100
+
+    @property
+    def design_ah(self) -> float | None:
+        return None if self.design_raw is None else self.design_raw / 100
+
+    @property
+    def soc_pct(self) -> float | None:
+        """remaining / full; None when full is 0 or absent."""
+        return round(self.remaining_raw / self.full_raw * 100, 2) if self.full_raw else None
+
+    @property
+    def soh_pct(self) -> float | None:
+        """full / design, unclamped (a new pack can exceed 100); None when a divisor is 0 or absent."""
+        return round(self.full_raw / self.design_raw * 100, 2) if self.full_raw and self.design_raw else None
+
+    @property
+    def cell_min_mv(self) -> int | None:
+        return min(self.cells_mv) if self.cells_mv else None
+
+    @property
+    def cell_max_mv(self) -> int | None:
+        return max(self.cells_mv) if self.cells_mv else None
+
+    @property
+    def cell_delta_mv(self) -> int | None:
+        return max(self.cells_mv) - min(self.cells_mv) if self.cells_mv else None
+
+    @property
+    def reported_soc_pct(self) -> float | None:
+        """The SOC byte that 1-, 10- and 14-byte firmware tails start with (field-observed)."""
+        if len(self.extra) in (1, 10, 14) and self.extra[0] <= 100:
+            return float(self.extra[0])
+        return None
+
+    @property
+    def reported_soh_pct(self) -> float | None:
+        """The SOH byte of the 14-byte tail of 280 Ah-class firmwares (field-observed)."""
+        if len(self.extra) == 14 and self.extra[9] <= 150:
+            return float(self.extra[9])
+        return None
+
+
+@dataclass(frozen=True)
+class AnalogReply:
+    infoflag: int
+    count_byte: int
+    is_count: bool
+    packs: tuple[AnalogPack, ...]
+
+
+def _analog_min_len(data: bytes, pos: int) -> int | None:
+    """The SPEC length of the analog block at ``pos`` from its own C and T, or None if implausible
+    (counts out of range, or a cell voltage that is neither 0 nor 0.5-5.5 V)."""
+    if pos >= len(data):
+        return None
+    cells = data[pos]
+    tpos = pos + 1 + 2 * cells
+    if not 1 <= cells <= MAX_CELLS or tpos >= len(data) or not 1 <= data[tpos] <= MAX_TEMPS:
+        return None
+    for i in range(pos + 1, tpos, 2):
+        mv = data[i] << 8 | data[i + 1]
+        if mv and not 500 <= mv <= 5500:
+            return None
+    return 15 + 2 * cells + 2 * data[tpos]
+
+
+def _status_min_len(data: bytes, pos: int) -> int | None:
+    if pos >= len(data):
+        return None
+    cells = data[pos]
+    tpos = pos + 1 + cells
+    if not 1 <= cells <= MAX_CELLS or tpos >= len(data) or not 1 <= data[tpos] <= MAX_TEMPS:
+        return None
+    return 14 + cells + data[tpos]
+
+
+def _analog_block(data: bytes, start: int, end: int) -> AnalogPack:
+    r = _Reader(data, start, end)
+    cells = r.u16s(r.u8("cell count"), "cell voltages")
+    temps = r.u16s(r.u8("temperature count"), "temperatures")
+    current = r.u16("current", signed=True)
+    voltage = r.u16("pack voltage")
+    remaining = r.u16("remaining capacity")
+    user_count = r.u8("user-defined count P")
+    # Some firmwares (VER 20 hybrids) stop early: keep what fits, the rest is unknown.
+    full = r.u16("full capacity") if r.left >= 2 else None
+    cycles = r.u16("cycle count") if r.left >= 2 else None
+    design = r.u16("design capacity") if r.left >= 2 else None
+    extra = r.take(r.left, "extra bytes")
+    return AnalogPack(cells, temps, current, voltage, remaining, user_count, full, cycles, design, extra)
+
+
+def _split_blocks(data: bytes, count: int, min_len, force_offset_chars: int, kind: str) -> list[tuple[int, int]]:
+    """(start, end) of each of ``count`` pack blocks in ``data`` (which starts at the first block)."""
+    if force_offset_chars:
+        spans, pos = [], 0
+        for _ in range(count):
+            need = min_len(data, pos)
+            if need is None:
+                raise DecodeError(f"no {kind} block at byte {pos} with force_pack_offset {force_offset_chars}")
+            end = min(len(data), pos + need + force_offset_chars // 2)
+            spans.append((pos, end))
+            pos = end
+        return spans
+    if len(data) % count == 0:
+        size = len(data) // count
+        starts = range(0, len(data), size)
+        # Uniform blocks: each must at least hold its own fields, give or take a missing design capacity.
+        if all((need := min_len(data, s)) is not None and need - 2 <= size for s in starts):
+            return [(s, s + size) for s in starts]
+    return _scan_blocks(data, count, min_len, kind)
+
+
+def _scan_blocks(data: bytes, count: int, min_len, kind: str) -> list[tuple[int, int]]:
+    """Block spans when sizes differ: each block ends where a plausible next one begins."""
+    spans, pos = [], 0
+    for index in range(count):
+        need = min_len(data, pos)
+        if need is None:
+            raise DecodeError(f"pack {index + 1}: no plausible {kind} block at byte {pos}")
+        if index == count - 1:
+            spans.append((pos, len(data)))
+            break
+        cells = data[pos]
+        for nxt in range(pos + need - 2, min(len(data), pos + need + 40)):
+            if data[nxt] == cells and (after := min_len(data, nxt)) is not None and nxt + after - 2 <= len(data):
+                break
+        else:
+            raise DecodeError(f"pack {index + 2}: cannot find where its {kind} block starts")
+        spans.append((pos, nxt))
+        pos = nxt
+    return spans
+
+
+def _pack_header(frame: Frame, request_info: int | None, kind: str) -> tuple[int, int, bool, int]:
+    """INFOFLAG, count/echo byte, whether it is a count, and the number of blocks."""
+    data = frame.info
+    if len(data) < 3:
+        raise DecodeError(f"{kind} INFO of {len(data)} bytes is too short")
+    infoflag, second = data[0], data[1]
+    if infoflag > 1:
+        # EG4-style v2.0 replies start with 0x10 here; their layout is not PACE v2.5.
+        raise DecodeError(f"INFOFLAG 0x{infoflag:02X} is not 00/01: not the PACE v2.5 {kind} layout")
+    if request_info is not None and request_info != ALL_PACKS:
+        return infoflag, second, False, 1
+    if 1 <= second <= MAX_PACKS:
+        return infoflag, second, True, second
+    if request_info == ALL_PACKS:
+        raise DecodeError(f"pack count {second} is outside 1-{MAX_PACKS}")
+    return infoflag, second, False, 1
+
+
+def decode_analog(frame: Frame, request_info: int | None = ALL_PACKS, force_pack_offset: int = 0) -> AnalogReply:
+    """Decode a 0x42 reply. ``request_info`` is the COMMAND byte that was sent (FF = all packs;
+    None = not known: a plausible count is taken as one). Raises DeviceError, DecodeError."""
+    frame.check_rtn()
+    infoflag, second, is_count, count = _pack_header(frame, request_info, "analog")
+    body = frame.info[2:]
+    try:
+        spans = _split_blocks(body, count, _analog_min_len, force_pack_offset, "analog")
+    except DecodeError:
+        if request_info is not None:
+            raise
+        spans, is_count = _split_blocks(body, 1, _analog_min_len, force_pack_offset, "analog"), False
+    return AnalogReply(infoflag, second, is_count, tuple(_analog_block(body, s, e) for s, e in spans))
+
+
+def encode_analog(packs: list[AnalogPack], infoflag: int = 0, count_byte: int | None = None) -> bytes:
+    """INFO of an analog reply (for the simulator and round-trip tests)."""
+    out = bytearray([infoflag, len(packs) if count_byte is None else count_byte])
+    for p in packs:
+        out.append(len(p.cells_mv))
+        for mv in p.cells_mv:
+            out += mv.to_bytes(2, "big")
+        out.append(len(p.temps_raw))
+        for raw in p.temps_raw:
+            out += raw.to_bytes(2, "big")
+        out += p.current_raw.to_bytes(2, "big", signed=True)
+        out += p.voltage_mv.to_bytes(2, "big") + p.remaining_raw.to_bytes(2, "big") + bytes([p.user_count])
+        for value in (p.full_raw, p.cycles, p.design_raw):
+            if value is not None:
+                out += value.to_bytes(2, "big")
+        out += p.extra
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Status (0x44)
+
+
+@dataclass(frozen=True)
+class StatusPack:
+    cell_codes: tuple[int, ...]
+    temp_codes: tuple[int, ...]
+    charge_current_code: int
+    total_voltage_code: int
+    discharge_current_code: int
+    protect_1: int
+    protect_2: int
+    instruction: int
+    control: int
+    fault: int
+    balance_1: int
+    balance_2: int
+    warn_1: int
+    warn_2: int
+    extra: bytes = b""
+
+    @property
+    def protections(self) -> list[str]:
+        return flag_names(self.protect_1, PROTECT_1) + flag_names(self.protect_2, PROTECT_2)
+
+    @property
+    def warnings(self) -> list[str]:
+        return flag_names(self.warn_1, WARN_1) + flag_names(self.warn_2, WARN_2)
+
+    @property
+    def faults(self) -> list[str]:
+        return flag_names(self.fault, FAULT)
+
+    @property
+    def indicators(self) -> list[str]:
+        return flag_names(self.instruction, INSTRUCTION)
+
+    @property
+    def control_flags(self) -> list[str]:
+        """Control state with the SPEC's polarity (PBmsTools reads bits 4 and 5 the other way)."""
+        return flag_names(self.control, CONTROL)
+
+    @property
+    def charge_fet(self) -> bool:
+        return bool(self.instruction & 0x02)
+
+    @property
+    def discharge_fet(self) -> bool:
+        return bool(self.instruction & 0x04)
+
+    @property
+    def balancing(self) -> list[int]:
+        """Balancing cells, 1-based, as the SPEC lays them out (byte 1 bit 0 = cell 1). The field
+        mapping is unconfirmed (one reader swaps the bytes); status_raw keeps both bytes."""
+        word = self.balance_2 << 8 | self.balance_1
+        return [bit + 1 for bit in range(16) if word >> bit & 1]
+
+    @property
+    def cell_alarms(self) -> dict[int, str]:
+        return {i + 1: w for i, c in enumerate(self.cell_codes) if (w := alarm_word(c))}
+
+    @property
+    def temp_alarms(self) -> dict[int, str]:
+        return {i + 1: w for i, c in enumerate(self.temp_codes) if (w := alarm_word(c))}
+
+    @property
+    def pack_alarms(self) -> dict[str, str]:
+        codes = {"charge_current": self.charge_current_code, "pack_voltage": self.total_voltage_code,
+                 "discharge_current": self.discharge_current_code}
+        return {name: w for name, c in codes.items() if (w := alarm_word(c))}
+
+    @property
+    def status_raw(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in _STATE_BYTES}
+
+
+_STATE_BYTES = ("protect_1", "protect_2", "instruction", "control", "fault", "balance_1", "balance_2",
+                "warn_1", "warn_2")
+
+
+@dataclass(frozen=True)
+class StatusReply:
+    infoflag: int
+    count_byte: int
+    is_count: bool
+    packs: tuple[StatusPack, ...]
+
+
+def _status_block(data: bytes, start: int, end: int) -> StatusPack:
+    r = _Reader(data, start, end)
+    cells = tuple(r.take(r.u8("cell count"), "cell warning codes"))
+    temps = tuple(r.take(r.u8("temperature count"), "temperature warning codes"))
+    fixed = r.take(12, "state bytes")
+    return StatusPack(cells, temps, *fixed, extra=r.take(r.left, "extra bytes"))
+
+
+def decode_status(frame: Frame, request_info: int | None = ALL_PACKS, force_pack_offset: int = 0) -> StatusReply:
+    """Decode a 0x44 reply (see decode_analog for the arguments)."""
+    frame.check_rtn()
+    infoflag, second, is_count, count = _pack_header(frame, request_info, "status")
+    body = frame.info[2:]
+    try:
+        spans = _split_blocks(body, count, _status_min_len, force_pack_offset, "status")
+    except DecodeError:
+        if request_info is not None:
+            raise
+        spans, is_count = _split_blocks(body, 1, _status_min_len, force_pack_offset, "status"), False
+    return StatusReply(infoflag, second, is_count, tuple(_status_block(body, s, e) for s, e in spans))
+
+
+def encode_status(packs: list[StatusPack], infoflag: int = 0, count_byte: int | None = None) -> bytes:
+    out = bytearray([infoflag, len(packs) if count_byte is None else count_byte])
+    for p in packs:
+        out += bytes([len(p.cell_codes), *p.cell_codes, len(p.temp_codes), *p.temp_codes,
+                      p.charge_current_code, p.total_voltage_code, p.discharge_current_code,
+                      *(getattr(p, name) for name in _STATE_BYTES)])
+        out += p.extra
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small replies
+
+
+def decode_text(frame: Frame) -> str:
+    """C1 (version) text: ASCII with trailing spaces and NULs stripped."""
+    return frame.check_rtn().info.decode("ascii", errors="replace").rstrip(" \x00")
+
+
+@dataclass(frozen=True)
+class Serials:
+    bms_serial: str | None
+    pack_serial: str | None
+
+
+def decode_serials(frame: Frame) -> Serials:
+    """C2: the first 20 characters are the BMS serial, the next 20 (if sent) the pack serial."""
+    info = frame.check_rtn().info
+
+    def text(part: bytes) -> str | None:
+        return part.decode("ascii", errors="replace").strip(" \x00") or None
+    return Serials(text(info[:20]), text(info[20:40]))
+
+
+def decode_pack_count(frame: Frame) -> int:
+    info = frame.check_rtn().info
+    if len(info) != 1:
+        raise DecodeError(f"pack count reply has {len(info)} bytes, expected 1")
+    if not 1 <= info[0] <= MAX_PACKS:
+        raise DecodeError(f"pack count {info[0]} is outside 1-{MAX_PACKS}")
+    return info[0]
+
+
+@dataclass(frozen=True)
+class Capacities:
+    remaining_ah: float
+    full_ah: float
+    design_ah: float
+
+
+def decode_capacities(frame: Frame) -> Capacities:
+    r = _Reader(frame.check_rtn().info)
+    caps = Capacities(r.u16("remaining") / 100, r.u16("full") / 100, r.u16("design") / 100)
+    if r.left:
+        raise DecodeError(f"capacities reply has {r.left} bytes too many")
+    return caps
+
+
+def decode_datetime(frame: Frame) -> dt.datetime:
+    """B1: year-2000, month, day, hour, minute, second as plain binary bytes (not BCD)."""
+    info = frame.check_rtn().info
+    if len(info) != 6:
+        raise DecodeError(f"date/time reply has {len(info)} bytes, expected 6")
+    try:
+        return dt.datetime(2000 + info[0], *info[1:])
+    except ValueError as e:
+        raise DecodeError(f"date/time {info.hex()}: {e}") from None
+
+
+def pack_fields(number: int, analog: AnalogPack | None, status: StatusPack | None) -> dict:
+    """The pack map of the bus contract (docs/contract.md) for pack ``number``.
+
+    An offline pack (all cells 0 mV) keeps ``online: False`` and no values, its status block
+    being zeros too; fields of a reply that did not come this cycle are left out (None).
+    """
+    out: dict = {"pack": number}
+    if analog is not None:
+        out["online"] = analog.online
+        if not analog.online:
+            return out
+        out.update(
+            cells_mv=list(analog.cells_mv), temps_c=analog.temps_c, current_a=analog.current_a,
+            voltage_v=analog.voltage_v, power_w=analog.power_w, remaining_ah=analog.remaining_ah,
+            full_ah=analog.full_ah, design_ah=analog.design_ah, cycles=analog.cycles,
+            soc_pct=analog.soc_pct, soh_pct=analog.soh_pct, cell_min_mv=analog.cell_min_mv,
+            cell_max_mv=analog.cell_max_mv, cell_delta_mv=analog.cell_delta_mv,
+            reported_soc_pct=analog.reported_soc_pct, reported_soh_pct=analog.reported_soh_pct,
+            extra_hex=analog.extra.hex().upper())
+    if status is not None:
+        out.update(
+            warnings=status.warnings, protections=status.protections, faults=status.faults,
+            indicators=status.indicators, cell_alarms=status.cell_alarms, temp_alarms=status.temp_alarms,
+            pack_alarms=status.pack_alarms, balancing=status.balancing, charge_fet=status.charge_fet,
+            discharge_fet=status.discharge_fet, status_raw=status.status_raw)
+    return out
