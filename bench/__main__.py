@@ -7,7 +7,7 @@ import platform
 
 from bench import report
 
-BENCHMARKS = ["bench.bus_latency"]
+BENCHMARKS = ["bench.poll_cycle", "bench.bus_latency"]
 
 
 def main() -> None:

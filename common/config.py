@@ -81,7 +81,7 @@ class BmsReaderConfig(_Section):
     capacity_every: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 10
     info_every_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 600.0
     force_pack_offset: Annotated[int, msgspec.Meta(ge=0, le=400)] = 0
-    reopen_max_s: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 5.0
+    reopen_max_s: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 2.0
 
     def __post_init__(self) -> None:
         if self.connection_type == "IP" and not self.bms_ip:
@@ -108,7 +108,7 @@ class GpsReaderConfig(_Section):
     file: str = ""
     replay_speed: Annotated[float, msgspec.Meta(gt=0, le=10000)] = 1.0
     stale_after_s: Annotated[float, msgspec.Meta(ge=0.5, le=60)] = 3.0
-    reopen_max_s: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 5.0
+    reopen_max_s: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 2.0
 
     def __post_init__(self) -> None:
         if self.source == "file" and not self.file:

@@ -93,7 +93,6 @@ class BmsInfo(Data):
     bms_serial: str | None = None
     pack_serial: str | None = None
     pack_count: int | None = None
-    bms_clock: str | None = None
 
 
 LinkState = Literal["connecting", "up", "down"]

@@ -88,8 +88,11 @@ class Service:
 
 def run(name: str, main: Callable[[Service], None], *,
         add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-        argv: list[str] | None = None) -> NoReturn:
-    """Run ``main`` as service ``name`` and exit with its status (see module docstring)."""
+        argv: list[str] | None = None, quiet: bool = False) -> NoReturn:
+    """Run ``main`` as service ``name`` and exit with its status (see module docstring).
+
+    ``quiet`` (for command-line tools) logs only warnings unless debug_output asks for more.
+    """
     parser = argparse.ArgumentParser(prog=f"python -m {main.__module__.rsplit('.', 1)[0]}")
     parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
     if add_arguments:
@@ -99,7 +102,7 @@ def run(name: str, main: Callable[[Service], None], *,
         config = configmod.load(args.config)
     except configmod.ConfigError as e:
         _config_exit(name, e)
-    _setup_logging(name, config.debug_output)
+    _setup_logging(name, logging.WARNING if quiet and config.debug_output == 0 else LOG_LEVELS[config.debug_output])
     bus = busmod.Bus(config.bus.max_message_bytes)
     svc = Service(name, config, args, bus)
     _handle_signals(svc)
@@ -123,13 +126,13 @@ def _config_exit(name: str, error: configmod.ConfigError) -> NoReturn:
     sys.exit(EXIT_CONFIG)
 
 
-def _setup_logging(name: str, debug_output: int) -> None:
+def _setup_logging(name: str, level: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
         f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(LOG_LEVELS[debug_output])
+    root.setLevel(level)
 
 
 def _handle_signals(svc: Service) -> None:

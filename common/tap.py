@@ -57,4 +57,4 @@ def main(svc: Service) -> None:
 
 
 if __name__ == "__main__":
-    run("tap", main, add_arguments=_arguments)
+    run("tap", main, add_arguments=_arguments, quiet=True)

@@ -22,6 +22,22 @@ def spawn():
 
 
 @pytest.fixture
+def watch():
+    """``watch(endpoints, topics)`` -> BusWatch; all are closed when the test ends."""
+    from tests.helpers.watch import BusWatch
+    watches = []
+
+    def start(endpoints, topics=("",)):
+        w = BusWatch(endpoints, topics)
+        watches.append(w)
+        return w
+
+    yield start
+    for w in watches:
+        w.close()
+
+
+@pytest.fixture
 def bus():
     with Bus(max_message_bytes=4096) as b:
         yield b

@@ -7,11 +7,10 @@ PaceError subclasses whose ``kind`` is what bms.link counts them under.
 
 from common.pace.decode import (
     AnalogPack,
-    AnalogReply,
     Capacities,
     Serials,
     StatusPack,
-    StatusReply,
+    PackReply,
     alarm_word,
     decode_analog,
     decode_capacities,
@@ -40,9 +39,9 @@ from common.pace.frame import (
 )
 
 __all__ = [
-    "ALL_PACKS", "AnalogPack", "AnalogReply", "BadFrame", "Capacities", "ChecksumError", "Command",
+    "ALL_PACKS", "AnalogPack", "BadFrame", "Capacities", "ChecksumError", "Command",
     "DecodeError", "DeviceError", "Frame", "FrameError", "FrameSplitter", "PaceError", "Serials",
-    "StatusPack", "StatusReply", "alarm_word", "analog_request", "build_request", "decode_analog",
+    "StatusPack", "PackReply", "alarm_word", "analog_request", "build_request", "decode_analog",
     "decode_capacities", "decode_datetime", "decode_pack_count", "decode_serials", "decode_status",
     "decode_text", "encode_analog", "encode_frame", "encode_status", "flag_names", "pack_fields",
     "parse_frame", "rtn_name", "status_request",

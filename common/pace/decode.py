@@ -28,6 +28,9 @@ from common.pace.errors import DecodeError
 from common.pace.frame import ALL_PACKS, Frame
 
 TEMP_OFFSET = 2730
+# Longest undocumented tail accepted after a block (seen: 14 bytes analog, 1 byte status); a longer
+# remainder means the data is not this layout at all.
+MAX_EXTRA = {"analog": 32, "status": 16}
 MAX_PACKS = 16
 MAX_CELLS = 32
 MAX_TEMPS = 16
@@ -185,14 +188,6 @@ class AnalogPack:
         return None
 
 
-@dataclass(frozen=True)
-class AnalogReply:
-    infoflag: int
-    count_byte: int
-    is_count: bool
-    packs: tuple[AnalogPack, ...]
-
-
 def _analog_min_len(data: bytes, pos: int) -> int | None:
     """The SPEC length of the analog block at ``pos`` from its own C and T, or None if implausible
     (counts out of range, or a cell voltage that is neither 0 nor 0.5-5.5 V)."""
@@ -250,8 +245,9 @@ def _split_blocks(data: bytes, count: int, min_len, force_offset_chars: int, kin
     if len(data) % count == 0:
         size = len(data) // count
         starts = range(0, len(data), size)
-        # Uniform blocks: each must at least hold its own fields, give or take a missing design capacity.
-        if all((need := min_len(data, s)) is not None and need - 2 <= size for s in starts):
+        # Uniform blocks: each holds its own fields (give or take a missing design capacity) and a tail.
+        if all((need := min_len(data, s)) is not None and need - 2 <= size <= need + MAX_EXTRA[kind]
+               for s in starts):
             return [(s, s + size) for s in starts]
     return _scan_blocks(data, count, min_len, kind)
 
@@ -264,6 +260,8 @@ def _scan_blocks(data: bytes, count: int, min_len, kind: str) -> list[tuple[int,
         if need is None:
             raise DecodeError(f"pack {index + 1}: no plausible {kind} block at byte {pos}")
         if index == count - 1:
+            if not need - 2 <= len(data) - pos <= need + MAX_EXTRA[kind]:
+                raise DecodeError(f"pack {index + 1}: {len(data) - pos} bytes left for a {kind} block of {need}")
             spans.append((pos, len(data)))
             break
         cells = data[pos]
@@ -295,19 +293,11 @@ def _pack_header(frame: Frame, request_info: int | None, kind: str) -> tuple[int
     return infoflag, second, False, 1
 
 
-def decode_analog(frame: Frame, request_info: int | None = ALL_PACKS, force_pack_offset: int = 0) -> AnalogReply:
-    """Decode a 0x42 reply. ``request_info`` is the COMMAND byte that was sent (FF = all packs;
-    None = not known: a plausible count is taken as one). Raises DeviceError, DecodeError."""
-    frame.check_rtn()
-    infoflag, second, is_count, count = _pack_header(frame, request_info, "analog")
-    body = frame.info[2:]
-    try:
-        spans = _split_blocks(body, count, _analog_min_len, force_pack_offset, "analog")
-    except DecodeError:
-        if request_info is not None:
-            raise
-        spans, is_count = _split_blocks(body, 1, _analog_min_len, force_pack_offset, "analog"), False
-    return AnalogReply(infoflag, second, is_count, tuple(_analog_block(body, s, e) for s, e in spans))
+def decode_analog(frame: Frame, request_info: int | None = ALL_PACKS, force_pack_offset: int = 0) -> PackReply:
+    """Decode a 0x42 reply into AnalogPacks. ``request_info`` is the COMMAND byte that was sent
+    (FF = all packs; None = not known: a plausible count is taken as one). ``force_pack_offset``
+    is in hex characters, as the original option. Raises DeviceError, DecodeError."""
+    return _decode_packs(frame, request_info, force_pack_offset, "analog")
 
 
 def encode_analog(packs: list[AnalogPack], infoflag: int = 0, count_byte: int | None = None) -> bytes:
@@ -410,14 +400,6 @@ _STATE_BYTES = ("protect_1", "protect_2", "instruction", "control", "fault", "ba
                 "warn_1", "warn_2")
 
 
-@dataclass(frozen=True)
-class StatusReply:
-    infoflag: int
-    count_byte: int
-    is_count: bool
-    packs: tuple[StatusPack, ...]
-
-
 def _status_block(data: bytes, start: int, end: int) -> StatusPack:
     r = _Reader(data, start, end)
     cells = tuple(r.take(r.u8("cell count"), "cell warning codes"))
@@ -426,18 +408,37 @@ def _status_block(data: bytes, start: int, end: int) -> StatusPack:
     return StatusPack(cells, temps, *fixed, extra=r.take(r.left, "extra bytes"))
 
 
-def decode_status(frame: Frame, request_info: int | None = ALL_PACKS, force_pack_offset: int = 0) -> StatusReply:
-    """Decode a 0x44 reply (see decode_analog for the arguments)."""
+def decode_status(frame: Frame, request_info: int | None = ALL_PACKS, force_pack_offset: int = 0) -> PackReply:
+    """Decode a 0x44 reply into StatusPacks (arguments as decode_analog)."""
+    return _decode_packs(frame, request_info, force_pack_offset, "status")
+
+
+@dataclass(frozen=True)
+class PackReply:
+    """A 0x42 or 0x44 reply: INFOFLAG, the second byte (a count when ``is_count``, else the
+    requested address echoed) and one decoded block per pack."""
+
+    infoflag: int
+    count_byte: int
+    is_count: bool
+    packs: tuple
+
+
+_LAYOUTS = {"analog": (_analog_min_len, _analog_block), "status": (_status_min_len, _status_block)}
+
+
+def _decode_packs(frame: Frame, request_info: int | None, force_pack_offset: int, kind: str) -> PackReply:
     frame.check_rtn()
-    infoflag, second, is_count, count = _pack_header(frame, request_info, "status")
+    min_len, block = _LAYOUTS[kind]
+    infoflag, second, is_count, count = _pack_header(frame, request_info, kind)
     body = frame.info[2:]
     try:
-        spans = _split_blocks(body, count, _status_min_len, force_pack_offset, "status")
+        spans = _split_blocks(body, count, min_len, force_pack_offset, kind)
     except DecodeError:
         if request_info is not None:
             raise
-        spans, is_count = _split_blocks(body, 1, _status_min_len, force_pack_offset, "status"), False
-    return StatusReply(infoflag, second, is_count, tuple(_status_block(body, s, e) for s, e in spans))
+        spans, is_count = _split_blocks(body, 1, min_len, force_pack_offset, kind), False
+    return PackReply(infoflag, second, is_count, tuple(block(body, s, e) for s, e in spans))
 
 
 def encode_status(packs: list[StatusPack], infoflag: int = 0, count_byte: int | None = None) -> bytes:

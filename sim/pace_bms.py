@@ -1,0 +1,237 @@
+"""A PACE BMS on a pty or a TCP port: speaks the v2.5 read commands for a simulated stack.
+
+    python -m sim.pace_bms --pty [--link /tmp/ttyBMS] | --tcp PORT  [options]
+
+The first stdout line is JSON saying where it listens (``{"event": "listening", "device": ...}``).
+Replies start after the request has taken its wire time plus ``--response-delay-ms`` and are paced
+at ``--baud``, so a reader meets real timing. Faults (``--fault KIND``, repeatable) are injected
+every ``--fault-every`` replies in turn, or at random with ``--fault-prob``; with ``--events`` each
+reply and fault is printed as a JSON line, so a test can compare what a reader saw with what was
+sent. ``--vectors FILE`` answers with captured frames instead of the simulated battery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+from common import pace
+from common.pace.frame import Command
+from sim.battery import Battery
+from sim.port import SimPort, add_port_arguments, announce, exit_on_signals, open_port, wire_seconds
+
+FAULTS = ("no_answer", "corrupt", "checksum", "split", "junk", "drop", "rtn", "truncated")
+# What a correct reader counts each fault as (split is no error: the reader must reassemble).
+FAULT_KINDS = {"no_answer": "timeout", "corrupt": "checksum", "checksum": "checksum", "split": None,
+               "junk": "junk", "drop": "io", "rtn": "rtn", "truncated": "framing"}
+JUNK = b"\x00\xff\x13AT+noise\r\n"
+SOFTWARE_VERSION = "P16S100A-SIM-1.00"
+
+
+def _text(value: str, size: int = 20) -> bytes:
+    return value.encode("ascii")[:size].ljust(size, b" ")
+
+
+def _tail(size: int, pack: pace.AnalogPack) -> bytes:
+    """Extra bytes as field firmwares append them (shared/docs/pace_protocol.md §10.2)."""
+    soc = round(pack.remaining_raw / pack.full_raw * 100) if pack.full_raw else 0
+    design = (pack.design_raw or 0).to_bytes(2, "big")
+    if size == 14:
+        soh = round(pack.full_raw / pack.design_raw * 100) if pack.full_raw and pack.design_raw else 0
+        return bytes([soc]) + design * 4 + bytes([min(soh, 255)]) + pack.voltage_mv.to_bytes(2, "big") + b"\0\0"
+    if size == 10:
+        return bytes([soc]) + design * 4 + b"\x64"
+    return bytes([soc])[:size]
+
+
+class PaceDevice:
+    def __init__(self, args: argparse.Namespace, port: SimPort):
+        self.args = args
+        self.port = port
+        self.battery = Battery(args.packs, args.cells, args.temps, seed=args.seed, frozen=args.freeze)
+        for number in args.offline:
+            self.battery.packs[number - 1].online = False
+        self.rng = random.Random(args.seed)
+        self.replies = 0
+        self.faults = 0
+        self.faulted_replies = 0
+        self.vectors = _load_vectors(args.vectors) if args.vectors else None
+        self._last_advance = time.monotonic()
+
+    def serve(self) -> None:
+        splitter = pace.FrameSplitter()
+        first_byte_at = 0.0
+        while True:
+            data = self.port.recv(0.2)
+            if not data:
+                continue
+            if splitter.pending == 0:
+                first_byte_at = time.monotonic()
+            for event in splitter.feed(data):
+                if isinstance(event, pace.Frame):
+                    self.answer(event, first_byte_at + wire_seconds(18 + 2 * len(event.info), self.args.baud))
+                elif isinstance(event.error, pace.ChecksumError):
+                    rtn = 0x03 if "LCHKSUM" in str(event.error) else 0x02
+                    self.write(pace.encode_frame(rtn, adr=self.args.address), first_byte_at)
+                first_byte_at = time.monotonic()
+
+    def answer(self, request: pace.Frame, request_done_at: float) -> None:
+        now = time.monotonic()
+        self.battery.advance((now - self._last_advance) * self.args.speedup)
+        self._last_advance = now
+        self.replies += 1
+        fault = self._fault(request.cid2)
+        if fault:
+            self.faults += 1
+            announce(event="fault", n=self.replies, kind=fault, counted_as=FAULT_KINDS[fault],
+                     command=f"{request.cid2:02X}", t=round(time.time(), 3))
+        if fault == "no_answer":
+            return
+        if fault == "drop":
+            self.port.drop()
+            return
+        reply = self._reply(request) if fault != "rtn" else self._frame(0x02)
+        if fault == "corrupt":
+            i = 13 + self.rng.randrange(max(1, len(reply) - 18))
+            reply = reply[:i] + (b"A" if reply[i:i + 1] != b"A" else b"B") + reply[i + 1:]
+        elif fault == "checksum":
+            reply = reply[:-5] + b"%04X\r" % ((int(reply[-5:-1], 16) + 1) & 0xFFFF)
+        elif fault == "truncated":
+            reply = reply[: max(14, len(reply) // 2)]
+        self.write(reply, request_done_at, split=fault == "split", junk=fault == "junk")
+
+    def write(self, data: bytes, request_done_at: float, split: bool = False, junk: bool = False) -> None:
+        time.sleep(max(0.0, request_done_at + self.args.response_delay_ms / 1000 - time.monotonic()))
+        if junk:
+            self.port.send(JUNK, self.args.baud)
+        if split:
+            half = len(data) // 2
+            self.port.send(data[:half], self.args.baud)
+            time.sleep(0.05)
+            data = data[half:]
+        self.port.send(data, self.args.baud)
+
+    def _fault(self, command: int) -> str | None:
+        kinds = self.args.fault
+        if not kinds or (self.args.fault_command is not None and command != self.args.fault_command):
+            return None
+        if self.args.fault_limit is not None and self.faults >= self.args.fault_limit:
+            return None
+        self.faulted_replies += 1
+        if self.args.fault_prob is not None:
+            return self.rng.choice(kinds) if self.rng.random() < self.args.fault_prob else None
+        if self.faulted_replies % self.args.fault_every:
+            return None
+        return kinds[(self.faulted_replies // self.args.fault_every - 1) % len(kinds)]
+        if self.args.fault_prob is not None:
+            return self.rng.choice(kinds) if self.rng.random() < self.args.fault_prob else None
+        if self.replies % self.args.fault_every:
+            return None
+        return kinds[(self.replies // self.args.fault_every - 1) % len(kinds)]
+
+    def _frame(self, rtn: int, info: bytes = b"") -> bytes:
+        adr = self.args.address if self.args.reply_adr is None else self.args.reply_adr
+        return pace.encode_frame(rtn, info, adr=adr, ver=0x20 if self.args.ver20 else 0x25)
+
+    def _reply(self, request: pace.Frame) -> bytes:
+        if self.vectors is not None:
+            return self._captured(request)
+        cmd, info = request.cid2, request.info
+        if cmd in (Command.ANALOG, Command.STATUS):
+            which = info[0] if info else pace.ALL_PACKS
+            numbers = range(1, len(self.battery.packs) + 1) if which == pace.ALL_PACKS else [which]
+            if any(not 1 <= n <= len(self.battery.packs) for n in numbers):
+                return self._frame(0x06)
+            count_byte = len(self.battery.packs) if which == pace.ALL_PACKS else which
+            if cmd == Command.ANALOG:
+                packs = [self._analog(n - 1) for n in numbers]
+                self._report("42", numbers, packs, None)
+                return self._frame(0, pace.encode_analog(packs, count_byte=count_byte))
+            packs = [self.battery.status(n - 1, bytes(self.args.status_extra)) for n in numbers]
+            self._report("44", numbers, None, packs)
+            return self._frame(0, pace.encode_status(packs, count_byte=count_byte))
+        if cmd == Command.PACK_COUNT:
+            return self._frame(0, bytes([len(self.battery.packs) if request.adr in (0, 1) else 1]))
+        if cmd == Command.VERSION:
+            return self._frame(0, _text(SOFTWARE_VERSION))
+        if cmd == Command.SERIALS:
+            return self._frame(0, _text(f"SIMBMS{self.args.seed:010d}") + _text(f"SIMPACK{self.args.seed:08d}"))
+        if cmd == Command.CAPACITIES:
+            first = self.battery.analog(0)
+            return self._frame(0, b"".join(v.to_bytes(2, "big") for v in (first.remaining_raw, first.full_raw,
+                                                                          first.design_raw or 0)))
+        return self._frame(0x04)
+
+    def _analog(self, index: int) -> pace.AnalogPack:
+        args = self.args
+        pack = self.battery.analog(index, design=not args.ver20, user_count=9 if args.tail == 14 else 3)
+        if args.tail:
+            pack = pace.AnalogPack(**{**pack.__dict__, "extra": _tail(args.tail, pack)})
+        return pack
+
+    def _report(self, command: str, numbers, analog, status) -> None:
+        if self.args.events:
+            packs = [pace.pack_fields(n, a, s) for n, a, s in
+                     zip(numbers, analog or [None] * len(numbers), status or [None] * len(numbers))]
+            announce(event="reply", n=self.replies, command=command, t=round(time.time(), 3), packs=packs)
+
+    def _captured(self, request: pace.Frame) -> bytes:
+        key = (f"{request.cid2:02X}", request.info.hex().upper() or None)
+        frames = self.vectors.get(key) or self.vectors.get((key[0], None))
+        if not frames:
+            return self._frame(0x04)
+        frames.append(frames.pop(0))
+        return frames[-1]
+
+
+def _load_vectors(path: str) -> dict[tuple[str, str | None], list[bytes]]:
+    """Valid captured replies by (command, request COMMAND byte)."""
+    table: dict[tuple[str, str | None], list[bytes]] = {}
+    for v in json.loads(open(path, encoding="utf-8").read()):
+        if (v["direction"] == "response" and v.get("command") and not v.get("info_only")
+                and v["checksum_ok"] and v["lchksum_ok"] and v["length_ok"]):
+            table.setdefault((v["command"], v.get("request_info")), []).append(v["frame"].encode())
+    return table
+
+
+def _arguments() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sim.pace_bms", description=__doc__.split("\n\n")[0])
+    add_port_arguments(p)
+    p.add_argument("--packs", type=int, default=1, choices=range(1, 17), metavar="1-16")
+    p.add_argument("--cells", type=int, default=16, choices=range(8, 17), metavar="8-16")
+    p.add_argument("--temps", type=int, default=6, choices=range(4, 9), metavar="4-8")
+    p.add_argument("--baud", type=int, default=9600, help="pace replies at this rate (0 = no pacing)")
+    p.add_argument("--response-delay-ms", type=float, default=20.0, help="delay between request and reply")
+    p.add_argument("--address", type=int, default=1, help="this BMS's DIP address (ADR of replies)")
+    p.add_argument("--speedup", type=float, default=1.0, help="battery time runs this much faster")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--freeze", action="store_true", help="keep every value constant")
+    p.add_argument("--fault", action="append", choices=FAULTS, default=[], help="inject this fault (repeatable)")
+    p.add_argument("--fault-every", type=int, default=5, help="one fault every N replies, kinds in turn")
+    p.add_argument("--fault-prob", type=float, default=None, help="instead: each reply faulty with this probability")
+    p.add_argument("--fault-command", type=lambda x: int(x, 16), default=None, help="only replies to this CID2 (hex)")
+    p.add_argument("--fault-limit", type=int, default=None, help="stop injecting after this many faults")
+    p.add_argument("--tail", type=int, choices=(0, 1, 10, 14), default=0, help="extra bytes after each analog block")
+    p.add_argument("--status-extra", type=int, default=0, help="extra bytes after each status block")
+    p.add_argument("--reply-adr", type=int, default=None, help="answer with this ADR whatever was asked")
+    p.add_argument("--offline", type=int, action="append", default=[], help="this pack sends only zeros")
+    p.add_argument("--ver20", action="store_true", help="VER 20 replies without design capacity (Itel-style)")
+    p.add_argument("--vectors", help="answer with the captured replies of this vectors.json")
+    p.add_argument("--events", action="store_true", help="print each reply and fault as a JSON line")
+    return p
+
+
+def main() -> None:
+    args = _arguments().parse_args()
+    exit_on_signals()
+    port = open_port(args.pty, args.link, args.tcp, args.host)
+    try:
+        PaceDevice(args, port).serve()
+    finally:
+        port.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""python -m common.pace decode: a frame pasted from a log in, one JSON line out."""
+
+import json
+import subprocess
+
+from tests.helpers.proc import PY, REPO
+from tests.pace.test_vectors import ANALOG, FRAMES, STATUS, VALID
+
+
+def decode(lines: list[str], *args) -> list[dict]:
+    out = subprocess.run([PY, "-m", "common.pace", "decode", *args], input="\n".join(lines).encode(), cwd=REPO,
+                         capture_output=True, check=True)
+    return [json.loads(line) for line in out.stdout.decode().splitlines()]
+
+
+def test_every_vector_frame_gives_one_json_line_ok_only_when_valid():
+    # Alternate the three ways a CR shows up in a pasted line: missing, written as \r, or real.
+    pasted = [v["frame"].rstrip("\r") + ("", "\\r", "\r")[i % 3] for i, v in enumerate(FRAMES)]
+    results = decode(pasted)
+    assert len(results) == len(FRAMES)
+    for vector, result in zip(FRAMES, results):
+        if vector not in VALID:
+            assert result["ok"] is False and result["error"] in ("framing", "checksum") and result["detail"]
+        elif vector["direction"] == "request":
+            assert result["ok"] and result["direction"] == "request" and result["command"] == vector["command"]
+
+
+def test_analog_and_status_replies_are_guessed_and_decoded_to_contract_fields():
+    for vector in [v for v in ANALOG + STATUS if not v.get("info_only")]:
+        [result] = decode([vector["frame"].rstrip("\r")])
+        assert result["ok"] and result["command"] == vector["command"], (vector["id"], result)
+        expected = vector["expected"]["packs"]
+        assert len(result["packs"]) == len(expected)
+        for pack, want in zip(result["packs"], expected):
+            if vector["command"] == "42":
+                assert pack["cells_mv"] == want["cells_mV"] and pack["current_a"] == want["current_A"]
+                assert pack["soc_pct"] == want["soc_calc_pct"] and pack["temps_c"] == want["temps_C"]
+            else:
+                assert pack["protections"] == want["protect_1_flags"] + want["protect_2_flags"]
+                assert pack["indicators"] == want["instruction_flags"]
+
+
+def test_command_and_request_info_can_be_given():
+    vector = next(v for v in ANALOG if v["id"] == "nk-42-resp-pack01")
+    [echo] = decode([vector["frame"]], "--command", "42", "--request-info", "01")
+    assert echo["ok"] and echo["pack_count"] is None and echo["packs"][0]["pack"] == 1
+    [wrong] = decode([vector["frame"]], "--command", "44", "--request-info", "FF")
+    assert wrong["ok"] is False and wrong["error"] == "decode"
+
+
+def test_text_and_small_replies():
+    by_id = {v["id"]: v for v in FRAMES}
+    lines = [by_id[i]["frame"] for i in ("nk-c1-resp", "is22-c2-resp-reconstructed", "nk-B1-resp", "nk24-90-resp-master")]
+    c1, c2, b1, count = decode(lines)
+    assert c1["software_version"] == by_id["nk-c1-resp"]["expected"]["text_stripped"]
+    assert c2["pack_serial"] == by_id["is22-c2-resp-reconstructed"]["expected"]["second_20_chars_stripped"]
+    assert b1["bms_clock"].startswith(str(by_id["nk-B1-resp"]["expected"]["year"]))
+    assert count["pack_count"] == by_id["nk24-90-resp-master"]["expected"]["pack_count"]
+
+
+def test_an_error_reply_names_its_return_code():
+    from common import pace
+    [result] = decode([pace.encode_frame(0x04, adr=1).decode()])
+    assert result == {"ok": False, "error": "rtn", "detail": "BMS returned RTN 04 (CID2 not defined)", "rtn": "04"}
