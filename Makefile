@@ -8,8 +8,9 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # mosquitto: the test broker and the demo's ThingsBoard stand-in; xvfb, xauth and Mesa's
-# software GL (libgl1-mesa-dri): the GUI in a real window on machines without a screen.
-DEBS_TEST := mosquitto mosquitto-clients xvfb xauth libgl1-mesa-dri libgl1
+# software GL (libgl1-mesa-dri): the GUI in a real window on machines without a screen; gpsd: the
+# gps_reader is also tested against the real daemon.
+DEBS_TEST := mosquitto mosquitto-clients xvfb xauth libgl1-mesa-dri libgl1 gpsd
 DEBS_DEMO := mosquitto
 
 .PHONY: demo test bench venv debs-test debs-demo clean

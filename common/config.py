@@ -107,6 +107,7 @@ class GpsReaderConfig(_Section):
     gpsd_port: Port = 2947
     file: str = ""
     replay_speed: Annotated[float, msgspec.Meta(gt=0, le=10000)] = 1.0
+    loop_file: bool = False
     stale_after_s: Annotated[float, msgspec.Meta(ge=0.5, le=60)] = 3.0
     reopen_max_s: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 2.0
 

@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import NoReturn
 
@@ -69,6 +70,15 @@ class Service:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if a stop was asked for meanwhile."""
         return self._stop.wait(max(0.0, seconds))
+
+    def sleep(self, seconds: float, tick: Callable[[], None]) -> None:
+        """Sleep up to ``seconds``, calling ``tick`` at least every 0.2 s (periodic publishing)."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while not self.stopping:
+            tick()
+            left = deadline - time.monotonic()
+            if left <= 0 or self.wait(min(left, 0.2)):
+                return
 
     def publisher(self) -> busmod.Publisher:
         """A PUB socket bound at this service's endpoint from the ``bus:`` section."""

@@ -20,7 +20,8 @@ import time
 from common import pace
 from common.pace.frame import Command
 from sim.battery import Battery
-from sim.port import SimPort, add_port_arguments, announce, exit_on_signals, open_port, wire_seconds
+from sim.faults import FaultPlan, add_fault_arguments
+from sim.port import SimPort, add_port_arguments, announce, serve, wire_seconds
 
 FAULTS = ("no_answer", "corrupt", "checksum", "split", "junk", "drop", "rtn", "truncated")
 # What a correct reader counts each fault as (split is no error: the reader must reassemble).
@@ -54,9 +55,8 @@ class PaceDevice:
         for number in args.offline:
             self.battery.packs[number - 1].online = False
         self.rng = random.Random(args.seed)
+        self.faults = FaultPlan(args)
         self.replies = 0
-        self.faults = 0
-        self.faulted_replies = 0
         self.vectors = _load_vectors(args.vectors) if args.vectors else None
         self._last_advance = time.monotonic()
 
@@ -82,9 +82,9 @@ class PaceDevice:
         self.battery.advance((now - self._last_advance) * self.args.speedup)
         self._last_advance = now
         self.replies += 1
-        fault = self._fault(request.cid2)
+        wanted = self.args.fault_command is None or request.cid2 == self.args.fault_command
+        fault = self.faults.next() if wanted else None
         if fault:
-            self.faults += 1
             announce(event="fault", n=self.replies, kind=fault, counted_as=FAULT_KINDS[fault],
                      command=f"{request.cid2:02X}", t=round(time.time(), 3))
         if fault == "no_answer":
@@ -112,24 +112,6 @@ class PaceDevice:
             time.sleep(0.05)
             data = data[half:]
         self.port.send(data, self.args.baud)
-
-    def _fault(self, command: int) -> str | None:
-        kinds = self.args.fault
-        if not kinds or (self.args.fault_command is not None and command != self.args.fault_command):
-            return None
-        if self.args.fault_limit is not None and self.faults >= self.args.fault_limit:
-            return None
-        self.faulted_replies += 1
-        if self.args.fault_prob is not None:
-            return self.rng.choice(kinds) if self.rng.random() < self.args.fault_prob else None
-        if self.faulted_replies % self.args.fault_every:
-            return None
-        return kinds[(self.faulted_replies // self.args.fault_every - 1) % len(kinds)]
-        if self.args.fault_prob is not None:
-            return self.rng.choice(kinds) if self.rng.random() < self.args.fault_prob else None
-        if self.replies % self.args.fault_every:
-            return None
-        return kinds[(self.replies // self.args.fault_every - 1) % len(kinds)]
 
     def _frame(self, rtn: int, info: bytes = b"") -> bytes:
         adr = self.args.address if self.args.reply_adr is None else self.args.reply_adr
@@ -206,13 +188,9 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--response-delay-ms", type=float, default=20.0, help="delay between request and reply")
     p.add_argument("--address", type=int, default=1, help="this BMS's DIP address (ADR of replies)")
     p.add_argument("--speedup", type=float, default=1.0, help="battery time runs this much faster")
-    p.add_argument("--seed", type=int, default=1)
     p.add_argument("--freeze", action="store_true", help="keep every value constant")
-    p.add_argument("--fault", action="append", choices=FAULTS, default=[], help="inject this fault (repeatable)")
-    p.add_argument("--fault-every", type=int, default=5, help="one fault every N replies, kinds in turn")
-    p.add_argument("--fault-prob", type=float, default=None, help="instead: each reply faulty with this probability")
+    add_fault_arguments(p, FAULTS, "replies")
     p.add_argument("--fault-command", type=lambda x: int(x, 16), default=None, help="only replies to this CID2 (hex)")
-    p.add_argument("--fault-limit", type=int, default=None, help="stop injecting after this many faults")
     p.add_argument("--tail", type=int, choices=(0, 1, 10, 14), default=0, help="extra bytes after each analog block")
     p.add_argument("--status-extra", type=int, default=0, help="extra bytes after each status block")
     p.add_argument("--reply-adr", type=int, default=None, help="answer with this ADR whatever was asked")
@@ -225,12 +203,7 @@ def _arguments() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = _arguments().parse_args()
-    exit_on_signals()
-    port = open_port(args.pty, args.link, args.tcp, args.host)
-    try:
-        PaceDevice(args, port).serve()
-    finally:
-        port.close()
+    serve(args, lambda port: PaceDevice(args, port).serve())
 
 
 if __name__ == "__main__":

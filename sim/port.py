@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import socket
 import sys
 import time
 import tty
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 BITS_PER_BYTE = 10
 
@@ -45,6 +47,10 @@ class SimPort(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def has_peer(self) -> bool:
+        """Whether a reader is connected (a pty cannot tell, so it always says yes)."""
+        return True
 
     def send(self, data: bytes, baud: int | None) -> bool:
         """Write ``data`` paced at ``baud`` (None = all at once). False if no reader is connected."""
@@ -150,6 +156,9 @@ class TcpPort(SimPort):
             return data
         return b""
 
+    def has_peer(self) -> bool:
+        return self._client is not None
+
     def _write(self, data: bytes) -> bool:
         if self._client is None:
             return False
@@ -184,10 +193,14 @@ def add_port_arguments(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="with --tcp: address to listen on (default 127.0.0.1)")
 
 
-def exit_on_signals() -> None:
-    import signal
-
+def serve(args, device: Callable[[SimPort], None]) -> None:
+    """Open the port the arguments ask for and run ``device`` on it until SIGTERM/SIGINT."""
     def stop(*_):
         sys.exit(0)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    port = open_port(args.pty, args.link, args.tcp, args.host)
+    try:
+        device(port)
+    finally:
+        port.close()

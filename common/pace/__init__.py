@@ -8,9 +8,9 @@ PaceError subclasses whose ``kind`` is what bms.link counts them under.
 from common.pace.decode import (
     AnalogPack,
     Capacities,
+    PackReply,
     Serials,
     StatusPack,
-    PackReply,
     alarm_word,
     decode_analog,
     decode_capacities,

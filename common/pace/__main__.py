@@ -11,7 +11,6 @@ Without --command the command is guessed from the frame's layout.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 
 import msgspec

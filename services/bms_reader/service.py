@@ -178,12 +178,7 @@ class BmsReader:
             self.pub.publish("bms.link", messages.Link(**self.health.fields()))
 
     def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + max(0.0, seconds)
-        while not self.svc.stopping:
-            self._tick()
-            left = deadline - time.monotonic()
-            if left <= 0 or self.svc.wait(min(left, 0.2)):
-                return
+        self.svc.sleep(seconds, self._tick)
 
 
 def main(svc: Service) -> None:

@@ -1,9 +1,164 @@
-"""gps_reader: not implemented yet; it starts on the runner, validates its section and waits."""
+"""gps_reader: NMEA from a serial port, a TCP stream, gpsd or a log file -> gps.fix and gps.link.
 
-from common.service import Service
+One gps.fix per fix epoch (services/gps_reader/nmea.py has the rules). An epoch is published
+when the next one starts or when the line has been quiet for QUIET_S, which at 9600 baud is
+just after the receiver's burst. With no epoch for ``stale_after_s`` the reader publishes
+``valid: false`` with unknown speed every second, and the link goes down. Bad input is counted
+by kind in gps.link and skipped; a lost port or gpsd connection is reopened with capped
+back-off; the service never exits for either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from common import messages
+from common.health import Backoff, Every, LinkHealth
+from common.service import TRACE, Service
+from services.gps_reader import nmea
+from services.gps_reader.sources import FileSource, SourceLost, describe, open_source
+
+QUIET_S = 0.15
+READ_SLICE_S = 0.05
+# A run of this many bad lines with no good one in between (wrong baud rate, binary protocol).
+DOWN_AFTER_BAD_LINES = 20
+
+
+def _seconds(t: dt.time | None) -> float | None:
+    return None if t is None else t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6
+
+
+class GpsReader:
+    def __init__(self, svc: Service):
+        self.svc = svc
+        self.cfg = svc.section
+        self.pub = svc.publisher()
+        self.health = LinkHealth(describe(self.cfg), svc.log, down_after=DOWN_AFTER_BAD_LINES)
+        self.backoff = Backoff(0.2, self.cfg.reopen_max_s)
+        self.source = None
+        self.splitter = nmea.LineSplitter()
+        self.epochs = nmea.EpochAssembler()
+        self.epoch_started = time.time()
+        self.sentences = 0
+        self.bad_sentences = 0
+        self.last_data_at = time.monotonic()
+        self.last_epoch_at = time.monotonic()
+        self.link_every = Every(1.0)
+        self.stale_every = Every(1.0)
+
+    def run(self) -> None:
+        try:
+            while not self.svc.stopping:
+                if self.source is None and not self._open():
+                    self._wait(self.backoff.next())
+                    continue
+                try:
+                    data = self.source.read(READ_SLICE_S)
+                except SourceLost as e:
+                    self._lose(str(e))
+                    continue
+                if data:
+                    self.last_data_at = time.monotonic()
+                    self._feed(data)
+                elif self._quiet() or getattr(self.source, "finished", False):
+                    self._feed_lines(self.splitter.flush())
+                    self._publish(self.epochs.flush())
+                self._check_stale()
+                self._tick()
+        finally:
+            if self.source is not None:
+                self.source.close()
+
+    def _open(self) -> bool:
+        try:
+            self.source = open_source(self.cfg)
+            self.svc.log.info("reading NMEA from %s", self.source.name)
+            self.last_data_at = self.last_epoch_at = time.monotonic()
+            return True
+        except SourceLost as e:
+            self.health.fail("io", str(e), lost=True, count=self.health.state != "down")
+            self._tick()
+            return False
+
+    def _lose(self, detail: str) -> None:
+        self.source.close()
+        self.source = None
+        self.health.fail("io", detail, lost=True)
+        self._publish(self.epochs.flush())
+        self.splitter = nmea.LineSplitter()
+        self._tick()
+
+    def _quiet(self) -> bool:
+        return self.epochs.current is not None and time.monotonic() - self.last_data_at >= QUIET_S
+
+    def _feed(self, data: bytes) -> None:
+        self._feed_lines(self.splitter.feed(data))
+
+    def _feed_lines(self, lines) -> None:
+        for item in lines:
+            if isinstance(item, nmea.BadSentence):
+                self._bad(item)
+                continue
+            if item.startswith(b"{"):
+                self.svc.log.log(TRACE, "gpsd: %r", item[:200])
+                continue
+            try:
+                sentence, junk = nmea.parse_line(item)
+            except nmea.BadSentence as e:
+                self._bad(e)
+                continue
+            if junk:
+                self._bad(nmea.BadSentence("junk", f"bytes before '$' in {item[:40]!r}"))
+            self.svc.log.log(TRACE, "<- %s", sentence)
+            self.sentences += 1
+            self.health.ok()
+            self.backoff.reset()
+            self._add(sentence)
+
+    def _add(self, sentence) -> None:
+        date = self.epochs.date
+        previous = self.epochs.current
+        closed = self.epochs.add(sentence)
+        if closed is not None:
+            self._publish(closed, date)
+            if isinstance(self.source, FileSource):
+                current = self.epochs.current
+                self.source.pace(_seconds(closed.time), _seconds(current.time if current else None), self._wait)
+        if self.epochs.current is not previous:
+            self.epoch_started = time.time()
+
+    def _bad(self, error: nmea.BadSentence) -> None:
+        self.bad_sentences += 1
+        kind = error.kind
+        self.health.fail(kind, str(error).split(": ", 1)[-1])
+
+    def _publish(self, epoch: nmea.Epoch | None, date: dt.date | None = None) -> None:
+        if epoch is None:
+            return
+        fields = nmea.fix_fields(epoch, date or self.epochs.date)
+        self.pub.publish("gps.fix", messages.GpsFix(**fields), ts=self.epoch_started)
+        self.last_epoch_at = time.monotonic()
+
+    def _check_stale(self) -> None:
+        silent = time.monotonic() - self.last_epoch_at
+        if silent < self.cfg.stale_after_s:
+            return
+        if self.health.state == "up":
+            self.health.fail("timeout", f"no NMEA epoch for {silent:.1f} s", lost=True)
+        if self.stale_every.due():
+            self.pub.publish("gps.fix", messages.GpsFix(valid=False))
+
+    def _tick(self) -> None:
+        if self.link_every.due() or self.health.changed:
+            self.health.changed = False
+            self.pub.publish("gps.link", messages.GpsLink(
+                **self.health.fields(), sentences=self.sentences, bad_sentences=self.bad_sentences,
+                source=self.cfg.source))
+
+    def _wait(self, seconds: float) -> None:
+        self.svc.sleep(seconds, self._tick)
 
 
 def main(svc: Service) -> None:
-    svc.log.info("started; its real work lands in a later issue")
-    while not svc.wait(1.0):
-        pass
+    GpsReader(svc).run()

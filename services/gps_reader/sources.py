@@ -1,0 +1,132 @@
+"""Where NMEA comes from: a serial port or TCP stream (pyserial), a gpsd daemon, or a log file.
+
+Every source has ``read(timeout) -> bytes`` (b"" when nothing came) and raises SourceLost when the
+port, the connection or the daemon went away; the reader then reopens it with back-off.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import serial
+
+READ_SIZE = 4096
+
+
+class SourceLost(Exception):
+    kind = "io"
+
+
+class SerialSource:
+    """A serial device or any pyserial URL; source ``tcp`` is ``socket://host:port`` here."""
+
+    def __init__(self, url: str, baud: int):
+        self.name = url
+        try:
+            self._port = serial.serial_for_url(url, do_not_open=True, baudrate=baud, timeout=0)
+            self._port.open()
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise SourceLost(f"cannot open {url}: {e}") from None
+
+    def read(self, timeout: float) -> bytes:
+        try:
+            self._port.timeout = timeout
+            first = self._port.read(1)
+            if not first:
+                return b""
+            self._port.timeout = 0
+            return first + self._port.read(READ_SIZE)
+        except (serial.SerialException, OSError) as e:
+            raise SourceLost(f"{self.name}: {e}") from None
+
+    def close(self) -> None:
+        try:
+            self._port.close()
+        except (serial.SerialException, OSError):
+            pass
+
+
+class GpsdSource:
+    """gpsd's JSON protocol: ?WATCH with "nmea": true makes gpsd pass the receiver's sentences on,
+    so the same validity and speed rules apply as for a direct port (its own TPV speeds may be
+    derived from positions). gpsd's JSON reports (VERSION, DEVICES, WATCH, ERROR) are lines that
+    start with '{'; the reader skips them."""
+
+    WATCH = b'?WATCH={"enable":true,"nmea":true};\n'
+
+    def __init__(self, host: str, port: int):
+        self.name = f"gpsd://{host}:{port}"
+        try:
+            self._sock = socket.create_connection((host, port), timeout=5)
+            self._sock.sendall(self.WATCH)
+        except OSError as e:
+            raise SourceLost(f"cannot reach gpsd at {host}:{port}: {e}") from None
+
+    def read(self, timeout: float) -> bytes:
+        try:
+            self._sock.settimeout(timeout)
+            data = self._sock.recv(READ_SIZE)
+        except TimeoutError:
+            return b""
+        except OSError as e:
+            raise SourceLost(f"{self.name}: {e}") from None
+        if not data:
+            raise SourceLost(f"{self.name}: gpsd closed the connection")
+        return data
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class FileSource:
+    """Replays a log (lines starting with '#' skipped). ``pace`` sleeps between epochs as the
+    receiver's clock did, divided by ``speed``; gaps longer than 2 s or going backwards count 1 s."""
+
+    def __init__(self, path: str, speed: float, loop: bool):
+        self.name = f"file:{path}"
+        self.speed, self.loop = speed, loop
+        try:
+            self._lines = [line for line in Path(path).read_bytes().splitlines(keepends=True)
+                           if not line.startswith(b"#")]
+        except OSError as e:
+            raise SourceLost(f"cannot read {path}: {e}") from None
+        self._next = 0
+        self.finished = False
+
+    def read(self, timeout: float) -> bytes:
+        if self._next >= len(self._lines):
+            if not self.loop:
+                self.finished = True
+                time.sleep(timeout)
+                return b""
+            self._next = 0
+        line = self._lines[self._next]
+        self._next += 1
+        return line
+
+    def pace(self, previous_s: float | None, current_s: float | None, wait) -> None:
+        """Sleep (via ``wait``) for the time between two epochs of the recording."""
+        gap = 1.0
+        if previous_s is not None and current_s is not None and 0 < current_s - previous_s <= 2.0:
+            gap = current_s - previous_s
+        wait(gap / self.speed)
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(cfg) -> SerialSource | GpsdSource | FileSource:
+    if cfg.source == "serial":
+        return SerialSource(cfg.serial_port, cfg.baud)
+    if cfg.source == "tcp":
+        return SerialSource(f"socket://{cfg.tcp_host}:{cfg.tcp_port}", cfg.baud)
+    if cfg.source == "gpsd":
+        return GpsdSource(cfg.gpsd_host, cfg.gpsd_port)
+    return FileSource(cfg.file, cfg.replay_speed, cfg.loop_file)
+
+
+def describe(cfg) -> str:
+    return {"serial": cfg.serial_port, "tcp": f"socket://{cfg.tcp_host}:{cfg.tcp_port}",
+            "gpsd": f"gpsd://{cfg.gpsd_host}:{cfg.gpsd_port}", "file": f"file:{cfg.file}"}[cfg.source]

@@ -1,0 +1,136 @@
+"""The NMEA rules with sentences: every "unknown" case, every kind of bad input."""
+
+import functools
+
+import pytest
+
+from services.gps_reader import nmea
+
+
+def s(body: str) -> bytes:
+    """A sentence with a correct checksum."""
+    return f"${body}*{functools.reduce(lambda a, c: a ^ ord(c), body, 0):02X}".encode()
+
+
+def epoch(*bodies: str) -> dict:
+    assembler = nmea.EpochAssembler()
+    for body in bodies:
+        sentence, _ = nmea.parse_line(s(body))
+        assert assembler.add(sentence) is None, "one epoch expected"
+    return nmea.fix_fields(assembler.flush(), assembler.date)
+
+
+RMC = "GPRMC,120000.00,A,4722.61400,N,00832.50200,E,{kn},{course},261126,,,{mode}"
+GGA = "GPGGA,120000.00,4722.61400,N,00832.50200,E,{q},08,1.01,412.3,M,47.1,M,,"
+
+
+def rmc(kn="10.000", course="90.0", mode="A", status="A"):
+    return RMC.format(kn=kn, course=course, mode=mode).replace(",A,4722", f",{status},4722")
+
+
+def test_a_valid_fix_has_speed_position_and_time():
+    fix = epoch(rmc("10.000"), GGA.format(q=1))
+    assert fix["valid"] and fix["speed_km_h"] == 18.52 and fix["course_deg"] == 90.0
+    assert fix["lat"] == pytest.approx(47.3769) and fix["lon"] == pytest.approx(8.5417)
+    assert fix["alt_m"] == 412.3 and fix["sats"] == 8 and fix["hdop"] == 1.01 and fix["fix_quality"] == 1
+    assert fix["gps_utc"] == 1795694400.0  # 2026-11-26 12:00:00 UTC
+
+
+def test_a_real_standstill_is_zero_not_unknown():
+    fix = epoch(rmc("0.000", course=""))
+    assert fix["valid"] and fix["speed_km_h"] == 0.0 and fix["course_deg"] is None
+
+
+@pytest.mark.parametrize("bodies", [
+    pytest.param(["GPRMC,,V,,,,,,,,,,N", "GPVTG,,,,,,,,,N", "GPGGA,,,,,,0,00,99.99,,,,,,",
+                  "GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99"], id="no-fix"),
+    pytest.param([rmc("0.00", status="V")], id="status-V-with-a-speed-and-mode-A"),
+    pytest.param([rmc(mode="N")], id="mode-N"),
+    pytest.param([rmc(mode="E")], id="mode-E-dead-reckoning"),
+    pytest.param([rmc(), GGA.format(q=0)], id="gga-quality-0"),
+    pytest.param([rmc(), GGA.format(q=6)], id="gga-quality-6"),
+    pytest.param([rmc(), "GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99"], id="gsa-no-fix"),
+    pytest.param(["GPVTG,90.0,T,,M,10.0,N,18.5,K,N"], id="vtg-mode-N-alone"),
+])
+def test_unknown_speed_and_invalid_fix(bodies):
+    fix = epoch(*bodies)
+    assert fix["valid"] is False
+    assert fix.get("speed_km_h") is None and fix.get("lat") is None and fix.get("lon") is None
+
+
+@pytest.mark.parametrize("kn", ["", "abc", "-5.0", "200.0", "nan"])
+def test_empty_bad_or_impossible_speed_is_unknown(kn):
+    fix = epoch(rmc(kn))
+    assert fix["valid"] and fix["speed_km_h"] is None
+
+
+def test_vtg_gives_the_speed_when_the_epoch_has_no_rmc():
+    fix = epoch("GPGGA,120000.00,4722.61400,N,00832.50200,E,1,08,1.01,412.3,M,47.1,M,,",
+                "GPVTG,77.5,T,93.3,M,5.200,N,9.7,K,A")
+    assert fix["speed_km_h"] == round(5.2 * 1.852, 3), "knots x 1.852, as RMC, not the device-rounded km/h"
+    assert fix["course_deg"] == 77.5
+    only_kmh = epoch("GPGGA,120000.00,4722.61400,N,00832.50200,E,1,08,1.01,412.3,M,47.1,M,,",
+                     "GPVTG,77.5,T,,M,,N,9.7,K,A")
+    assert only_kmh["speed_km_h"] == 9.7
+
+
+def test_rmc_wins_over_vtg_and_an_empty_rmc_speed_falls_back_to_vtg():
+    assert epoch(rmc("10.000"), "GPVTG,90.0,T,,M,11.000,N,20.372,K,A")["speed_km_h"] == 18.52
+    assert epoch(rmc(""), "GPVTG,90.0,T,,M,11.000,N,20.372,K,A")["speed_km_h"] == 20.372
+
+
+@pytest.mark.parametrize("talker", ["GP", "GN", "GL", "GA", "BD", "IN"])
+def test_any_talker(talker):
+    assert epoch(rmc().replace("GPRMC", f"{talker}RMC"))["speed_km_h"] == 18.52
+
+
+def test_nmea41_nav_status_v_does_not_invalidate_a_good_fix():
+    # u-blox 8 ends every good RMC with mode A and navigational status V (pynmea2's is_valid says False).
+    fix = epoch("GNRMC,091503.00,A,4801.59431,N,00810.35047,E,6.560,282.59,101015,,,A,V")
+    assert fix["valid"] and fix["speed_km_h"] == round(6.56 * 1.852, 3)
+
+
+def test_a_new_utc_time_or_a_repeated_sentence_closes_the_epoch():
+    assembler = nmea.EpochAssembler()
+    first, _ = nmea.parse_line(s(rmc()))
+    later, _ = nmea.parse_line(s(rmc().replace("120000.00", "120001.00")))
+    nofix, _ = nmea.parse_line(s("GPRMC,,V,,,,,,,,,,N"))
+    assert assembler.add(first) is None
+    assert assembler.add(later).time.second == 0
+    assembler.flush()
+    assembler.add(nofix)
+    assert assembler.add(nofix) is not None, "no-fix sentences have no time; a second RMC starts an epoch"
+
+
+BAD = [
+    (s(rmc())[:-2] + b"00", "checksum"),
+    (s(rmc()).split(b"*")[0], "checksum"),  # no checksum at all
+    (b"RMC,120000.00,A,4722.61400,N", "partial"),
+    (b"\xb5b\x01\x07\\\x00\xff\xfe", "junk"),
+    (b"$GPRMC,12\xff\xfe0000", "junk"),
+    (s("GPXYZ,1,2,3"), "unknown"),
+    (b"$" + b"A" * 300, "too_long"),
+    (b"$GPRMC,1*7", "parse"),
+]
+
+
+@pytest.mark.parametrize(("line", "kind"), BAD, ids=[k for _, k in BAD])
+def test_bad_input_is_a_named_error(line, kind):
+    with pytest.raises(nmea.BadSentence) as e:
+        nmea.parse_line(line)
+    assert e.value.kind == kind
+
+
+def test_junk_before_a_sentence_is_reported_and_the_sentence_kept():
+    sentence, junk = nmea.parse_line(b"\x00\x13noise" + s(rmc()))
+    assert junk and sentence.sentence_type == "RMC"
+
+
+def test_splitter_handles_partial_lines_any_line_end_and_endless_binary():
+    splitter = nmea.LineSplitter()
+    assert splitter.feed(b"$GPRMC,1") == []
+    assert splitter.feed(b"23\r\n$GPVTG\n\r$GPGGA\r") == [b"$GPRMC,123", b"$GPVTG", b"$GPGGA"]
+    flood = splitter.feed(b"\xff" * 1000)
+    assert len(flood) == 1 and flood[0].kind == "too_long"
+    assert splitter.feed(b"\xff" * 1000) == [], "one report per run"
+    assert splitter.feed(b"tail of the flood\n$GPZDA\n") == [b"$GPZDA"]
