@@ -139,6 +139,14 @@ class TbUplinkConfig(_Section):
     outbox_max_rows: Annotated[int, msgspec.Meta(ge=10, le=100_000_000)] = 2_000_000
     outbox_max_age_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 30.0
     rate_limits: Literal["ce", "cloud"] = "ce"
+    rate_limit_pause_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 60.0
+    key_set: Literal["full", "original"] = "full"
+    batch_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 << 20)] = 52_000
+    inflight_window: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+    dead_letter_after: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    connect_timeout_s: Annotated[float, msgspec.Meta(ge=0.5, le=60)] = 5.0
+    reconnect_max_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 60.0
+    auth_retry_s: Annotated[float, msgspec.Meta(ge=0.5, le=86400)] = 120.0
     zero_pad_number_cells: PadDigits = 0
     zero_pad_number_packs: PadDigits = 0
 

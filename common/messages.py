@@ -139,6 +139,7 @@ class UplinkStatus(Data):
     oldest_queued_age_s: float | None = None
     dead_letters: int = 0
     clock_source: str | None = None
+    rate_limits: str | None = None
 
 
 @dataclass(frozen=True)

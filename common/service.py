@@ -98,10 +98,12 @@ class Service:
 
 def run(name: str, main: Callable[[Service], None], *,
         add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-        argv: list[str] | None = None, quiet: bool = False) -> NoReturn:
+        argv: list[str] | None = None, quiet: bool = False,
+        validate: Callable[[configmod.Config], None] | None = None) -> NoReturn:
     """Run ``main`` as service ``name`` and exit with its status (see module docstring).
 
-    ``quiet`` (for command-line tools) logs only warnings unless debug_output asks for more.
+    ``validate`` checks what the file format cannot (it raises ConfigError); ``quiet`` (for
+    command-line tools) logs only warnings unless debug_output asks for more.
     """
     parser = argparse.ArgumentParser(prog=f"python -m {main.__module__.rsplit('.', 1)[0]}")
     parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
@@ -110,6 +112,8 @@ def run(name: str, main: Callable[[Service], None], *,
     args = parser.parse_args(argv)
     try:
         config = configmod.load(args.config)
+        if validate:
+            validate(config)
     except configmod.ConfigError as e:
         _config_exit(name, e)
     _setup_logging(name, logging.WARNING if quiet and config.debug_output == 0 else LOG_LEVELS[config.debug_output])

@@ -1,4 +1,4 @@
 from common.service import run
-from services.tb_uplink.service import main
+from services.tb_uplink.service import check_credentials, main
 
-run("tb_uplink", main)
+run("tb_uplink", main, validate=lambda config: check_credentials(config.tb_uplink))

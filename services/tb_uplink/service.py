@@ -1,9 +1,153 @@
-"""tb_uplink: not implemented yet; it starts on the runner, validates its section and waits."""
+"""tb_uplink: the latest bus values become ThingsBoard telemetry, delivered from a durable outbox.
 
+The main thread subscribes to bms.snapshot, bms.info and gps.fix; every ``upload_interval`` it
+builds one record (records.py) and commits it to the outbox (outbox.py) before anything else
+happens to it; every second it publishes uplink.status. The sender thread (sender.py) drains
+the outbox over MQTT. Neither waits for the other: an outage only makes the queue grow.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.metadata
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+
+from common import config as configmod
+from common import messages
+from common.health import Every
 from common.service import Service
+from services.tb_uplink.outbox import Outbox, OutboxError
+from services.tb_uplink.records import Clock, build_record
+from services.tb_uplink.sender import Sender
+
+SIOCGIFADDR = 0x8915
+
+
+def software_version() -> str:
+    try:
+        return importlib.metadata.version("pace-telemetry")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def host_addresses(server: str) -> dict[str, str]:
+    """The IP address this host uses towards ``server`` and that interface's MAC (no packet is sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((server, 9))
+            ip = probe.getsockname()[0]
+    except OSError:
+        return {}
+    out = {"host_ip": ip}
+    for iface in Path("/sys/class/net").iterdir():
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", iface.name[:15].encode()))
+            if socket.inet_ntoa(packed[20:24]) == ip:
+                out["host_mac"] = (iface / "address").read_text().strip()
+                break
+        except OSError:
+            continue
+    return out
+
+
+def check_credentials(cfg: configmod.TbUplinkConfig) -> None:
+    """Stop at start when no credentials can be found at all (exit 2, one line)."""
+    if cfg.auth == "token" and not configmod.read_secret(cfg.token, cfg.token_env, cfg.token_file):
+        where = f"tb_uplink.token_file {cfg.token_file}" if cfg.token_file else \
+            f"tb_uplink.token or the environment variable {cfg.token_env}" if cfg.token_env else "tb_uplink.token"
+        raise configmod.ConfigError(f"tb_uplink.token: no ThingsBoard access token; set {where}")
+    if cfg.auth == "basic" and not cfg.username:
+        raise configmod.ConfigError("tb_uplink.username: auth is basic but no username is set")
+
+
+class Uplink:
+    def __init__(self, svc: Service):
+        self.svc = svc
+        self.cfg = svc.section
+        try:
+            self.outbox = Outbox(self.cfg.outbox_path, self.cfg.outbox_max_rows, self.cfg.outbox_max_age_days * 86400)
+        except OutboxError as e:
+            raise configmod.ConfigError(f"tb_uplink.outbox_path: {e}") from None
+        self.pub = svc.publisher()
+        self.sub = svc.subscriber(["bms.snapshot", "bms.info", "gps.fix"])
+        self.clock = Clock()
+        self.latest: dict[str, messages.Message] = {}
+        self.stop = threading.Event()
+        self.sender = Sender(self.cfg, self._reload, self.stop)
+        self.alive = False
+        self.store_error: str | None = None
+        self.status_every = Every(1.0)
+        self.base_attributes = {"software_version": software_version(), **host_addresses(self.cfg.host)}
+
+    def _reload(self) -> configmod.TbUplinkConfig:
+        return configmod.load(self.svc.args.config).tb_uplink
+
+    def run(self) -> None:
+        self.sender.start()
+        next_record = time.monotonic() + self.cfg.upload_interval
+        try:
+            while not self.svc.stopping:
+                msg = self.sub.recv(0.1)
+                if msg is not None:
+                    self._take(msg)
+                    for latest in self.sub.drain().values():
+                        self._take(latest)
+                if time.monotonic() >= next_record:
+                    next_record = max(next_record + self.cfg.upload_interval, time.monotonic())
+                    self._record()
+                if self.status_every.due():
+                    self._status()
+        finally:
+            self.stop.set()
+            self.sender.join(1.0)
+            self.outbox.close()
+
+    def _take(self, msg: messages.Message) -> None:
+        self.latest[msg.topic] = msg
+        if msg.topic == "gps.fix":
+            self.clock.observe_fix(msg)
+        elif msg.topic == "bms.info":
+            info = msg.data
+            self.sender.set_attributes({**self.base_attributes, **{
+                k: v for k, v in (("bms_software_version", info.software_version), ("bms_serial", info.bms_serial),
+                                  ("pack_serial", info.pack_serial), ("pack_count", info.pack_count)) if v is not None}})
+
+    def _record(self) -> None:
+        cfg = self.cfg
+        record = build_record(self.latest.get("bms.snapshot"), self.latest.get("gps.fix"), time.time(),
+                              cfg.max_value_age_s, cfg.zero_pad_number_cells, cfg.zero_pad_number_packs,
+                              cfg.key_set == "full", not self.alive)
+        if record is None:
+            return
+        self.alive = not self.alive
+        ts, values = record
+        ts_ms = int(round(self.clock.stamp(ts) * 1000))
+        try:
+            self.outbox.add(ts_ms, values)
+            self.store_error = None
+        except OutboxError as e:
+            self.store_error = str(e)
+            self.svc.log.error("%s", e)
+            return
+        if self.svc.config.debug_output2 >= 2:
+            self.svc.log.info("record ts=%d %s", ts_ms, msgspec.json.encode(values).decode())
+
+    def _status(self) -> None:
+        queued, oldest_ms, dropped, dead = self.outbox.stats()
+        sender = self.sender
+        self.pub.publish("uplink.status", messages.UplinkStatus(
+            connected=sender.connected, server=sender.server, queued=queued, sent=sender.sent, dropped=dropped,
+            last_ack_ts=sender.last_ack_ts, error=self.store_error or sender.error,
+            oldest_queued_age_s=None if oldest_ms is None else round(time.time() - oldest_ms / 1000, 1),
+            dead_letters=dead, clock_source=self.clock.source, rate_limits=sender.limits.description))
 
 
 def main(svc: Service) -> None:
-    svc.log.info("started; its real work lands in a later issue")
-    while not svc.wait(1.0):
-        pass
+    Uplink(svc).run()

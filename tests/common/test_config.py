@@ -101,3 +101,12 @@ def test_secret_comes_from_file_then_environment_then_value(tmp_path, monkeypatc
     monkeypatch.delenv("PACE_TEST_TOKEN")
     assert config.read_secret("from-yaml", "PACE_TEST_TOKEN", None) == "from-yaml"
     assert config.read_secret("from-yaml", None, str(tmp_path / "missing")) is None
+
+
+def test_uplink_without_any_token_stops_with_one_line(tmp_path, spawn):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"tb_uplink:\n  token_env: PACE_TEST_NO_SUCH_VARIABLE\n  outbox_path: {tmp_path}/o.db\n")
+    child = spawn(python_module("services.tb_uplink", "--config", path))
+    assert child.wait(20) == 2
+    assert child.text("err") == ["tb_uplink: config error: tb_uplink.token: no ThingsBoard access token; set "
+                                 "tb_uplink.token or the environment variable PACE_TEST_NO_SUCH_VARIABLE"]

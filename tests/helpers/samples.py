@@ -24,3 +24,22 @@ SAMPLES: dict[str, m.Data] = {
     "uplink.status": m.UplinkStatus(connected=False, server="127.0.0.1:1883", queued=12, sent=3,
                                     dropped=0, last_ack_ts=None, error="connection refused"),
 }
+
+
+def uplink_pack(number: int, cells: int = 16) -> m.Pack:
+    """A full pack as bms_reader publishes it, with values that tell packs and cells apart."""
+    mv = [3300 + number * 10 + i for i in range(cells)]
+    return m.Pack(
+        pack=number, cells_mv=mv, temps_c=[20.0 + number, 21.5, 22.0, 23.5, 30.1, 18.2], current_a=-12.34 * number,
+        voltage_v=sum(mv) / 1000, power_w=round(-12.34 * number * sum(mv) / 1000, 2), remaining_ah=47.5,
+        full_ah=98.2, design_ah=100.0, cycles=40 + number, soc_pct=48.37, soh_pct=98.2, cell_min_mv=min(mv),
+        cell_max_mv=max(mv), cell_delta_mv=max(mv) - min(mv), warnings=["cell_high_voltage"], protections=[],
+        faults=[], indicators=["cfet_on", "dfet_on", "pack_indicate"], cell_alarms={cells: "high"}, temp_alarms={},
+        pack_alarms={}, balancing=[2], charge_fet=True, discharge_fet=True,
+        status_raw={"protect_1": 0, "protect_2": 0, "instruction": 14, "control": 1, "fault": 0, "balance_1": 2,
+                    "balance_2": 0, "warn_1": 1, "warn_2": 0})
+
+
+UPLINK_SNAPSHOT = m.BmsSnapshot(pack_count=2, packs=[uplink_pack(1), uplink_pack(2)], poll_s=0.9)
+UPLINK_FIX = m.GpsFix(valid=True, speed_km_h=42.3, course_deg=181.5, lat=47.3769, lon=8.5417, alt_m=412.3, sats=8,
+                      hdop=1.01, fix_quality=1, gps_utc=None)

@@ -1,0 +1,81 @@
+"""The sender's decisions without a network: batch order, live first, reactions to PUBACK codes."""
+
+import threading
+import time
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from common.config import TbUplinkConfig
+from services.tb_uplink import limits
+from services.tb_uplink.outbox import Outbox
+from services.tb_uplink.sender import InFlight, Sender
+
+
+def sender(tmp_path, **cfg) -> Sender:
+    config = TbUplinkConfig(token="t", outbox_path=str(tmp_path / "o.db"), **cfg)
+    s = Sender(config, lambda: config, threading.Event())
+    s.outbox = Outbox(config.outbox_path)
+    return s
+
+
+def fill(box, n):
+    now = int(time.time() * 1000)
+    return [box.add(now + i, {"a": i, "b": i}) for i in range(n)]
+
+
+def test_oldest_first_when_the_budget_is_unlimited(tmp_path):
+    s = sender(tmp_path)
+    ids = fill(s.outbox, 5)
+    rows, live = s._next_rows(1000)
+    assert [r.id for r in rows] == ids and not live
+
+
+def test_newest_first_then_the_backlog_when_the_budget_is_limited(tmp_path):
+    s = sender(tmp_path, rate_limits="cloud")
+    ids = fill(s.outbox, 5)
+    rows, live = s._next_rows(80)
+    assert [r.id for r in rows] == ids[-1:] and live
+    s._live_sent.add(ids[-1])
+    rows, live = s._next_rows(80)
+    assert [r.id for r in rows] == ids[:-1] and not live
+
+
+def test_a_rate_limit_puback_pauses_and_keeps_the_rows(tmp_path):
+    s = sender(tmp_path, rate_limits="cloud", rate_limit_pause_s=30)
+    ids = fill(s.outbox, 3)
+    s._inflight[7] = InFlight(ids, time.monotonic())
+    s._sent_upto = ids[-1]
+    s._on_publish(None, None, 7, ReasonCode(PacketTypes.PUBACK, "Quota exceeded"), None)
+    assert s.outbox.stats()[0] == 3 and s.outbox.stats()[3] == 0
+    assert s._paused_until > time.monotonic() + 25 and not s.limits.allow(1)
+    assert s._rewind_to == ids[0] - 1 and "rate limited" in s.error
+
+
+def test_a_payload_the_server_calls_invalid_goes_to_dead_letter_at_once(tmp_path):
+    s = sender(tmp_path)
+    ids = fill(s.outbox, 2)
+    s._inflight[3] = InFlight(ids[:1], time.monotonic())
+    s._on_publish(None, None, 3, ReasonCode(PacketTypes.PUBACK, "Payload format invalid"), None)
+    assert s.outbox.stats()[0] == 1 and s.outbox.stats()[3] == 1
+
+
+def test_a_success_puback_deletes_and_counts(tmp_path):
+    s = sender(tmp_path)
+    ids = fill(s.outbox, 4)
+    s._inflight[1] = InFlight(ids[:3], time.monotonic())
+    s._on_publish(None, None, 1, ReasonCode(PacketTypes.PUBACK, "Success"), None)
+    assert s.sent == 3 and s.outbox.stats()[0] == 1 and s.last_ack_ts is not None
+
+
+def test_a_session_closed_with_several_batches_in_flight_sends_them_one_by_one_next_time(tmp_path):
+    s = sender(tmp_path)
+    ids = fill(s.outbox, 6)
+    s._inflight = {1: InFlight(ids[:2], time.monotonic()), 2: InFlight(ids[2:4], time.monotonic())}
+    s._lost("disconnected")
+    assert s._suspect_upto == ids[3] and s.outbox.stats()[0] == 6, "nobody is blamed yet"
+    assert s.error == "disconnected" and s._next_attempt > 0
+
+
+def test_cloud_preset_limits():
+    assert limits.RateLimits(limits.PRESETS["cloud"]).description.startswith("messages 50:1")
