@@ -10,10 +10,10 @@ PYTEST_ARGS ?=
 # mosquitto: the test broker and the demo's ThingsBoard stand-in; xvfb, xauth and Mesa's
 # software GL (libgl1-mesa-dri): the GUI in a real window on machines without a screen; gpsd: the
 # gps_reader is also tested against the real daemon.
-DEBS_TEST := mosquitto mosquitto-clients xvfb xauth libgl1-mesa-dri libgl1 gpsd
-DEBS_DEMO := mosquitto
+DEBS_TEST := mosquitto mosquitto-clients xvfb xauth libgl1-mesa-dri libgl1 fonts-dejavu-core gpsd
+DEBS_DEMO := mosquitto fonts-dejavu-core
 
-.PHONY: demo test bench venv debs-test debs-demo clean
+.PHONY: demo test bench screenshots venv debs-test debs-demo clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ demo: $(STAMP) debs-demo
 
 bench: $(STAMP) debs-test
 	$(VPY) -m bench
+
+# The driver and detail pages at 800x480, for the README (docs/screenshots/*.png).
+screenshots: $(STAMP) debs-test
+	$(VPY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

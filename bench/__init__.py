@@ -21,7 +21,7 @@ class Result:
     limit: float
     unit: str
     kind: str = "max"
-    target: float = 1.0
+    target: float | None = 1.0  # None: shown for information, held against nothing
 
     @property
     def ratio(self) -> float:
@@ -29,6 +29,8 @@ class Result:
 
     @property
     def ok(self) -> bool:
+        if self.target is None:
+            return True
         return self.ratio <= self.target if self.kind == "max" else self.ratio >= self.target
 
 
@@ -40,8 +42,9 @@ def table(results: list[Result]) -> str:
     rows = [("benchmark", "measured", "limit", "ratio", "target", "")]
     for r in results:
         bound = "<=" if r.kind == "max" else ">="
+        target = "(info)" if r.target is None else f"{bound} {r.target:g}"
         rows.append((r.name, f"{r.measured:.4g} {r.unit}", f"{r.limit:.4g} {r.unit}", f"{r.ratio:.3f}",
-                     f"{bound} {r.target:g}", "ok" if r.ok else "MISSED"))
+                     target, "ok" if r.ok else "MISSED"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 

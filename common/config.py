@@ -165,6 +165,7 @@ class GuiConfig(_Section):
     height: Annotated[int, msgspec.Meta(ge=240, le=4320)] = 480
     fullscreen: bool = False
     theme: Literal["dark", "light"] = "dark"
+    render: Literal["on_change", "always"] = "on_change"
 
 
 class Config(_Section):

@@ -44,6 +44,11 @@ logging.addLevelName(TRACE, "TRACE")
 logging.addLevelName(VERBOSE, "VERBOSE")
 
 
+class Unavailable(Exception):
+    """Something the service cannot run without is missing (no display for the GUI). It exits
+    with status 2 and this one line, like a configuration error."""
+
+
 class Service:
     """What a service main gets: its config, a logger, the stop flag and bus sockets."""
 
@@ -116,6 +121,9 @@ def run(name: str, main: Callable[[Service], None], *,
             validate(config)
     except configmod.ConfigError as e:
         _config_exit(name, e)
+    except Unavailable as e:
+        print(f"{name}: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CONFIG)
     _setup_logging(name, logging.WARNING if quiet and config.debug_output == 0 else LOG_LEVELS[config.debug_output])
     bus = busmod.Bus(config.bus.max_message_bytes)
     svc = Service(name, config, args, bus)

@@ -6,6 +6,6 @@ from tests.helpers.proc import PY, REPO
 
 
 def test_ruff_finds_nothing():
-    result = subprocess.run([PY, "-m", "ruff", "check", "common", "services", "sim", "tests", "bench"],
+    result = subprocess.run([PY, "-m", "ruff", "check", "common", "services", "sim", "tests", "bench", "scripts"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

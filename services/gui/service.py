@@ -1,9 +1,124 @@
-"""gui: not implemented yet; it starts on the runner, validates its section and waits."""
+"""gui: the driver's display. Drains the bus without blocking, redraws at a paced ``fps``.
 
-from common.service import Service
+Dear PyGui's own loop redraws as fast as it can (both cores under Mesa's software renderer), so
+this loop renders one frame, then sleeps to the next frame time. A bad message is counted by the
+subscriber and skipped; an error while drawing is logged, counted and shown, and the next frame
+draws again: the display never freezes on old values. Without a display the service says so and
+exits with status 2 (Dear PyGui would abort the process).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from common.health import Every
+from common.service import Service, Unavailable
+from services.gui.viewmodel import ViewModel
+
+TOPICS = ["bms.snapshot", "bms.link", "gps.fix", "gps.link", "uplink.status"]
+SCREENSHOT_AFTER_S = 3.0
+# With render: on_change a frame is drawn when something shown changed, at least this often (so a
+# touch or key is handled), and at the full rate for a while after the pointer moved.
+IDLE_FRAME_S = 0.5
+INTERACTIVE_S = 2.0
+
+
+def display_available() -> str | None:
+    """None when an X display can be reached, else why not."""
+    display = os.environ.get("DISPLAY")
+    if not display:
+        return "DISPLAY is not set"
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        return f"DISPLAY={display} is not a display name"
+    if host in ("", "unix"):
+        if not Path(f"/tmp/.X11-unix/X{number}").exists():
+            return f"no X server on DISPLAY={display}"
+        return None
+    try:
+        socket.create_connection((host, 6000 + int(number)), timeout=1).close()
+    except OSError as e:
+        return f"no X server on DISPLAY={display} ({e})"
+    return None
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--page", choices=("driver", "detail"), default="driver", help="page to start on")
+    parser.add_argument("--screenshot", metavar="DIR", help="save driver.png and detail.png in DIR, then exit")
+    parser.add_argument("--dump", metavar="FILE", help="write the displayed values to FILE twice a second (tests)")
+
+
+def require_display(_config) -> None:
+    why = display_available()
+    if why:
+        raise Unavailable(f"no display: {why}; run it on the car's screen, under Xvfb, "
+                          "or use another viewer (python -m common.tap)")
 
 
 def main(svc: Service) -> None:
-    svc.log.info("started; its real work lands in a later issue")
-    while not svc.wait(1.0):
-        pass
+    os.environ.setdefault("LP_NUM_THREADS", "1")  # Mesa's software renderer: one thread is plenty
+    import dearpygui.dearpygui as dpg
+
+    from services.gui.view import DisplayView
+
+    cfg, args = svc.section, svc.args
+    view = DisplayView(cfg.width, cfg.height, cfg.theme, cfg.fullscreen)
+    view.page(args.page)
+    view.show(cfg.fullscreen)
+    sub = svc.subscriber(TOPICS)
+    model = ViewModel()
+    errors, logged = 0, set()
+    dump_every = Every(0.5)
+    started = time.monotonic()
+    shots = _screenshots(view, Path(args.screenshot)) if args.screenshot else None
+    period = 1.0 / cfg.fps
+    always = cfg.render == "always" or args.screenshot or args.dump
+    last_frame, last_input, pointer = 0.0, 0.0, None
+    try:
+        while dpg.is_dearpygui_running() and not svc.stopping:
+            frame_at = time.monotonic()
+            for msg in sub.drain().values():
+                model.update(msg, frame_at)
+            try:
+                view.draw(model.view(frame_at), errors + sum(sub.stats.bad.values()))
+            except Exception as e:  # a drawing bug must not freeze the display on old values
+                errors += 1
+                view.dirty = True
+                if type(e).__name__ not in logged:
+                    logged.add(type(e).__name__)
+                    svc.log.exception("drawing failed; counting and going on")
+            state = (dpg.get_mouse_pos(local=False), dpg.is_mouse_button_down(dpg.mvMouseButton_Left))
+            if state != pointer:
+                pointer, last_input = state, frame_at
+            if always or view.dirty or frame_at - last_frame >= IDLE_FRAME_S or frame_at - last_input < INTERACTIVE_S:
+                dpg.render_dearpygui_frame()
+                view.dirty, last_frame = False, frame_at
+            if args.dump and dump_every.due():
+                view.dump(args.dump)
+            if shots is not None and frame_at - started >= SCREENSHOT_AFTER_S and next(shots, "done") == "done":
+                break
+            svc.wait(period - (time.monotonic() - frame_at))
+    finally:
+        dpg.destroy_context()
+
+
+def _screenshots(view, folder: Path):
+    """A generator stepped once per frame: capture the driver page, then the detail page.
+    Dear PyGui writes the capture during the next rendered frame, so each capture is followed by
+    frames before the page changes (shared/docs/stack.md §2)."""
+    import dearpygui.dearpygui as dpg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for page in ("driver", "detail"):
+        view.page(page)
+        for _ in range(3):
+            yield page
+        dpg.output_frame_buffer(file=str(folder / f"{page}.png"))
+        for _ in range(3):
+            yield page
+
+

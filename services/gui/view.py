@@ -1,0 +1,278 @@
+"""The Dear PyGui view: builds the window once, then only copies a View (viewmodel.py) into it.
+
+Two pages in a tab bar — Driver (the default) and Detail — and a health strip below both. Sizes
+follow the viewport height (designed at 800x480, readable at 1024x600 and 1280x720). Widgets are
+only touched when their value changes: under Mesa's software renderer every call counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dearpygui.dearpygui as dpg
+
+from common.fields import BY_KEY
+from services.gui.viewmodel import BLACK, CYAN, GREEN, GREY, ORANGE, RED, WHITE, YELLOW, View
+
+FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts/dejavu")
+THEMES = {
+    "dark": {"bg": BLACK, "text": WHITE, "frame": (40, 40, 40), "plot_bg": (15, 15, 15)},
+    "light": {"bg": WHITE, "text": BLACK, "frame": (215, 215, 215), "plot_bg": (245, 245, 245)},
+}
+BAR_COLOURS = {"red": RED, "orange": ORANGE, "green": GREEN, "grey": GREY}
+DRIVER_VALUES = (("voltage", "v_pack"), ("current", "i_pack"), ("cell_min", "cell_min_volt"),
+                 ("cell_max", "cell_max_volt"), ("cell_delta", "cell_max_diff_volt"),
+                 ("temp_min", "cell_min_temp"), ("temp_max", "cell_max_temp"))
+MAX_PACKS = 16
+
+
+def _font_file() -> str | None:
+    for folder in FONT_DIRS:
+        path = Path(folder) / "DejaVuSans-Bold.ttf"
+        if path.exists():
+            return str(path)
+    return None
+
+
+class DisplayView:
+    def __init__(self, width: int, height: int, theme: str, fullscreen: bool):
+        self.width, self.height = width, height
+        self.palette = THEMES[theme]
+        self._shown: dict[str, object] = {}
+        self._pack = 1
+        self.dirty = True
+        dpg.create_context()
+        self._fonts()
+        self._themes()
+        self._build()
+        dpg.create_viewport(title="PACE telemetry", width=width, height=height, resizable=True)
+        dpg.setup_dearpygui()
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _fonts(self) -> None:
+        path = _font_file()
+        self.fonts = {}
+        if path is None:
+            return
+        scale = self.height / 480
+        with dpg.font_registry():
+            for name, size in (("huge", 150), ("large", 44), ("medium", 26), ("normal", 20), ("small", 16)):
+                self.fonts[name] = dpg.add_font(path, max(10, int(size * scale)))
+        dpg.bind_font(self.fonts["normal"])
+
+    def _themes(self) -> None:
+        p = self.palette
+        with dpg.theme() as global_theme, dpg.theme_component(dpg.mvAll):
+            for item, colour in ((dpg.mvThemeCol_WindowBg, p["bg"]), (dpg.mvThemeCol_ChildBg, p["bg"]),
+                                 (dpg.mvThemeCol_Text, p["text"]), (dpg.mvThemeCol_FrameBg, p["frame"]),
+                                 (dpg.mvThemeCol_Tab, p["frame"]), (dpg.mvThemeCol_PopupBg, p["frame"])):
+                dpg.add_theme_color(item, colour)
+            dpg.add_theme_color(dpg.mvPlotCol_PlotBg, p["plot_bg"], category=dpg.mvThemeCat_Plots)
+            dpg.add_theme_style(dpg.mvStyleVar_WindowPadding, 6, 4)
+        dpg.bind_theme(global_theme)
+        self.bar_themes = {}
+        for name, colour in BAR_COLOURS.items():
+            with dpg.theme() as theme, dpg.theme_component(dpg.mvProgressBar):
+                dpg.add_theme_color(dpg.mvThemeCol_PlotHistogram, colour)
+            self.bar_themes[name] = theme
+        self.banner_themes = {}
+        for name, colour in (("plain", p["bg"]), ("flash", ORANGE)):
+            with dpg.theme() as theme, dpg.theme_component(dpg.mvChildWindow):
+                dpg.add_theme_color(dpg.mvThemeCol_ChildBg, colour)
+            self.banner_themes[name] = theme
+        with dpg.theme() as self.balancing_theme, dpg.theme_component(dpg.mvBarSeries):
+            dpg.add_theme_color(dpg.mvPlotCol_Fill, CYAN, category=dpg.mvThemeCat_Plots)
+        with dpg.theme() as self.cells_theme, dpg.theme_component(dpg.mvBarSeries):
+            dpg.add_theme_color(dpg.mvPlotCol_Fill, GREEN, category=dpg.mvThemeCat_Plots)
+
+    def _font(self, item, name: str) -> None:
+        if name in self.fonts:
+            dpg.bind_item_font(item, self.fonts[name])
+
+    def _build(self) -> None:
+        w, h, s = self.width, self.height, self.height / 480
+        with dpg.window(tag="main", no_title_bar=True, no_move=True, no_resize=True, no_scrollbar=True):
+            page_height = h - int(62 * s)  # what is left above the health strip
+            with dpg.tab_bar(tag="tabs"):
+                with dpg.tab(label="Driver", tag="tab_driver"), \
+                        dpg.child_window(height=page_height, border=False, no_scrollbar=True):
+                    self._driver(w, h, s)
+                with dpg.tab(label="Detail", tag="tab_detail"), \
+                        dpg.child_window(height=page_height, border=False, no_scrollbar=True):
+                    self._detail(w, h, s)
+            with dpg.group(horizontal=True, tag="health"):
+                for name in ("BMS", "GPS", "Uplink"):
+                    dpg.add_text(f"{name} --", tag=f"health_{name}")
+                    dpg.add_spacer(width=int(12 * s))
+                dpg.add_text("--", tag="queued")
+                dpg.add_spacer(width=int(12 * s))
+                dpg.add_text("", tag="errors", color=ORANGE)
+        with dpg.handler_registry():
+            dpg.add_key_press_handler(dpg.mvKey_Tab, callback=self.toggle_page)
+        dpg.set_primary_window("main", True)
+
+    def _driver(self, w: int, h: int, s: float) -> None:
+        with dpg.group(horizontal=True):
+            with dpg.group(width=int(w * 0.45)):
+                self._font(dpg.add_text("--", tag="speed"), "huge")
+                self._font(dpg.add_text(BY_KEY["speed_km_h"].unit, tag="speed_unit"), "medium")
+            with dpg.group():
+                self._font(dpg.add_text(BY_KEY["soc"].label, tag="soc_label"), "small")
+                bar = dpg.add_progress_bar(tag="soc_bar", default_value=0.0, width=int(w * 0.5), height=int(70 * s))
+                dpg.bind_item_theme(bar, self.bar_themes["grey"])
+                self._font(dpg.add_text("--", tag="soc_text"), "large")
+                self._font(dpg.add_text(BY_KEY["p_pack"].label, tag="power_label"), "small")
+                with dpg.group(horizontal=True):
+                    self._font(dpg.add_text("--", tag="power"), "large")
+                    self._font(dpg.add_text("", tag="power_state"), "medium")
+        with dpg.table(header_row=False, borders_innerV=True, tag="values"):
+            for _ in range(4):
+                dpg.add_table_column()
+            for row in (DRIVER_VALUES[:2] + DRIVER_VALUES[5:], DRIVER_VALUES[2:5]):
+                with dpg.table_row():
+                    for tag, key in row:
+                        with dpg.group():
+                            self._font(dpg.add_text(BY_KEY[key].label, tag=f"{tag}_label"), "small")
+                            self._font(dpg.add_text("--", tag=tag), "medium")
+        with dpg.child_window(tag="banner_box", height=int(46 * s), border=False):
+            self._font(dpg.add_text("--", tag="banner", wrap=w - 20), "medium")
+
+    def _detail(self, w: int, h: int, s: float) -> None:
+        with dpg.group(horizontal=True):
+            with dpg.group(width=int(w * 0.58)):
+                with dpg.group(horizontal=True):
+                    dpg.add_combo([f"Pack {i}" for i in range(1, 2)], default_value="Pack 1", tag="pack_select",
+                                  width=int(110 * s), callback=self._select_pack)
+                    dpg.add_text("", tag="pack_state")
+                with dpg.plot(height=int(h * 0.32), width=-1, tag="cells_plot", no_menus=True, no_mouse_pos=True):
+                    dpg.add_plot_axis(dpg.mvXAxis, label="cell", tag="cells_x", no_gridlines=True)
+                    with dpg.plot_axis(dpg.mvYAxis, label="mV", tag="cells_y"):
+                        dpg.add_bar_series([], [], tag="cells_series", weight=0.7)
+                        dpg.add_bar_series([], [], tag="balancing_series", weight=0.7, label="balancing")
+                dpg.bind_item_theme("cells_series", self.cells_theme)
+                dpg.bind_item_theme("balancing_series", self.balancing_theme)
+                self._font(dpg.add_text("", tag="pack_temps", wrap=int(w * 0.56)), "small")
+            with dpg.group():
+                self._font(dpg.add_text("", tag="pack_lines"), "small")
+        with dpg.child_window(height=int(56 * s), border=False):
+            self._font(dpg.add_text("", tag="pack_overview"), "small")
+        with dpg.plot(height=-1, width=-1, tag="trend_plot", no_menus=True, no_mouse_pos=True):
+            dpg.add_plot_legend(horizontal=True, location=dpg.mvPlot_Location_North, outside=True)
+            dpg.add_plot_axis(dpg.mvXAxis, tag="trend_x")
+            dpg.set_axis_limits("trend_x", -600, 0)
+            with dpg.plot_axis(dpg.mvYAxis, tag="trend_y"):
+                dpg.add_line_series([], [], label="speed km/h", tag="trend_speed")
+                dpg.add_line_series([], [], label="SOC %", tag="trend_soc")
+            with dpg.plot_axis(dpg.mvYAxis, label="kW", tag="trend_y2"):
+                dpg.add_line_series([], [], label="power kW", tag="trend_power")
+
+    # -- pages -----------------------------------------------------------------------------------
+
+    def show(self, fullscreen: bool) -> None:
+        dpg.show_viewport()
+        if fullscreen:
+            dpg.toggle_viewport_fullscreen()
+
+    def page(self, name: str) -> None:
+        dpg.set_value("tabs", f"tab_{name}")
+        self.dirty = True
+
+    def toggle_page(self, *_) -> None:
+        current = dpg.get_item_alias(dpg.get_value("tabs")) or ""
+        self.page("detail" if current.endswith("driver") else "driver")
+
+    def _select_pack(self, sender, value) -> None:
+        self._pack = int(str(value).split()[-1])
+        self.dirty = True
+
+    # -- drawing ---------------------------------------------------------------------------------
+
+    def _set(self, tag: str, value) -> None:
+        if self._shown.get(tag) != value:
+            self._shown[tag] = value
+            self.dirty = True
+            dpg.set_value(tag, value)
+
+    def _text(self, tag: str, text: str, colour=None) -> None:
+        self._set(tag, text)
+        colour = tuple(colour or self.palette["text"])
+        if self._shown.get(tag + "#colour") != colour:
+            self._shown[tag + "#colour"] = colour
+            self.dirty = True
+            dpg.configure_item(tag, color=(*colour, 255))
+
+    def _bind(self, tag: str, theme) -> None:
+        if self._shown.get(tag + "#theme") != theme:
+            self._shown[tag + "#theme"] = theme
+            self.dirty = True
+            dpg.bind_item_theme(tag, theme)
+
+    def draw(self, v: View, errors: int) -> None:
+        self._text("speed", v.speed.text, v.speed.colour)
+        self._text("soc_text", v.soc.text, v.soc.colour)
+        self._set("soc_bar", v.soc_fraction or 0.0)
+        bar = "grey" if v.soc_fraction is None or v.soc.stale else \
+            {RED: "red", ORANGE: "orange"}.get(v.soc.colour, "green")
+        self._bind("soc_bar", self.bar_themes[bar])
+        self._text("power", v.power.text, v.power.colour)
+        self._text("power_state", v.power_state if v.power_state != "unknown" else "", v.power.colour)
+        for tag, _ in DRIVER_VALUES:
+            shown = getattr(v, tag)
+            self._text(tag, shown.text, shown.colour)
+        self._text("banner", v.banner.text, BLACK if v.banner_flash else v.banner.colour)
+        self._bind("banner_box", self.banner_themes["flash" if v.banner_flash else "plain"])
+        for item in v.health:
+            self._text(f"health_{item.name}", f"{item.name} {item.state} {item.age_text}".strip(), item.colour)
+        self._text("queued", v.queued.text, v.queued.colour)
+        self._text("errors", f"{errors} display errors" if errors else "", YELLOW)
+        self._detail_page(v)
+
+    def _detail_page(self, v: View) -> None:
+        choices = [f"Pack {p.number}" for p in v.packs] or ["Pack 1"]
+        if self._shown.get("pack_choices") != choices:
+            self._shown["pack_choices"] = choices
+            dpg.configure_item("pack_select", items=choices)
+        pack = next((p for p in v.packs if p.number == self._pack), v.packs[0] if v.packs else None)
+        if pack is not None:
+            self._text("pack_state", "online" if pack.online else "OFFLINE", None if pack.online else RED)
+            xs = list(range(1, len(pack.cells_mv) + 1))
+            plain = [0 if i in pack.balancing else mv for i, mv in zip(xs, pack.cells_mv)]
+            balancing = [mv if i in pack.balancing else 0 for i, mv in zip(xs, pack.cells_mv)]
+            if self._shown.get("cells") != (xs, pack.cells_mv, pack.balancing):
+                self._shown["cells"] = (xs, pack.cells_mv, pack.balancing)
+                self.dirty = True
+                dpg.set_value("cells_series", [xs, plain])
+                dpg.set_value("balancing_series", [xs, balancing])
+                if pack.cells_mv:
+                    low, high = min(pack.cells_mv), max(pack.cells_mv)
+                    dpg.set_axis_limits("cells_y", low - 20, high + 10)
+                    dpg.set_axis_limits("cells_x", 0.3, len(xs) + 0.7)
+            self._set("pack_temps", "°C  " + "   ".join(f"{label} {value.split()[0]}" for label, value in pack.temps))
+            self._set("pack_lines", "\n".join(f"{k}: {val}" for k, val in pack.lines))
+        self._set("pack_overview", "\n".join(p.summary for p in v.packs[:MAX_PACKS]))
+        if self._shown.get("trend") != v.trend_at:
+            self._shown["trend"] = v.trend_at
+            self.dirty = True
+            for key in ("speed", "power", "soc"):
+                xs, ys = v.trend.get(key, ([], []))
+                dpg.set_value(f"trend_{key}", [xs, ys])
+            dpg.fit_axis_data("trend_y")
+            dpg.fit_axis_data("trend_y2")
+
+    def dump(self, path: str) -> None:
+        """Write the displayed values (read back from the widgets) as JSON, for tests."""
+        tags = ["speed", "soc_text", "soc_bar", "power", "power_state", "banner", "health_BMS", "health_GPS",
+                "health_Uplink", "queued", "pack_lines", "pack_temps", "pack_overview", "pack_state", "errors"]
+        tags += [tag for tag, _ in DRIVER_VALUES]
+        out = {tag: dpg.get_value(tag) for tag in tags}
+        out["colours"] = {tag: [round(c * 255) for c in dpg.get_item_configuration(tag)["color"][:3]]
+                          for tag in tags if "color" in dpg.get_item_configuration(tag)}
+        out["cells_series"] = dpg.get_value("cells_series")[:2]
+        out["balancing_series"] = dpg.get_value("balancing_series")[:2]
+        out["page"] = dpg.get_item_alias(dpg.get_value("tabs"))
+        tmp = f"{path}.tmp"
+        Path(tmp).write_text(json.dumps(out))
+        os.replace(tmp, path)

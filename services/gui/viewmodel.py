@@ -1,0 +1,317 @@
+"""What the driver's display shows, computed from the latest bus messages (pure; no display).
+
+``ViewModel.update(message, at)`` takes each bus message with its arrival time (monotonic s);
+``ViewModel.view(now)`` returns every text, number and colour the screen shows. The Dear PyGui
+view only draws that, so all display logic is tested here without a window.
+
+Rules:
+* Unknown is "--", never 0. A value whose source is older than three of its periods is stale:
+  greyed, with its age, never shown as if it were live. A source's period is the interval at
+  which it has been arriving (at least 1 s).
+* Several packs make one vehicle view: current and power add up, voltage is the mean (packs in
+  parallel), SOC is remaining / full over all online packs, cell and temperature extremes are the
+  worst of any pack (with its number).
+* Alarms: faults > protections > warnings by severity; the banner names them all and flashes
+  for FLASH_S when one appears that was not there before.
+* The trend keeps one sample a second for TREND_S; its x values are seconds before the newest
+  sample (``trend_at``), so the plot only changes when a sample is added.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from common.fields import BY_KEY
+from common.messages import GpsFix, Message, Pack
+
+STALE_PERIODS = 3.0
+MIN_PERIOD_S = 1.0
+FLASH_S = 3.0
+TREND_S = 600.0
+TREND_STEP_S = 1.0
+
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+GREY = (128, 128, 128)
+RED, ORANGE, YELLOW = (235, 45, 45), (255, 140, 0), (255, 215, 0)
+GREEN, CYAN = (40, 200, 70), (0, 190, 255)
+SEVERITY_COLOURS = {"fault": RED, "protection": ORANGE, "warning": YELLOW}
+STATE_COLOURS = {"up": GREEN, "connecting": YELLOW, "down": RED}
+# fully_charged sits in a protection byte but is no alarm for a driver.
+NOT_ALARMS = {"fully_charged"}
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One displayed value: its text, its colour (None = the theme's text colour), stale or not."""
+
+    text: str
+    colour: tuple[int, int, int] | None = None
+    stale: bool = False
+
+
+@dataclass(frozen=True)
+class Health:
+    name: str
+    state: str
+    age_text: str
+    colour: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class PackView:
+    number: int
+    online: bool
+    cells_mv: list[int]
+    balancing: list[int]
+    temps: list[tuple[str, str]]
+    lines: list[tuple[str, str]]
+    summary: str
+
+
+@dataclass(frozen=True)
+class View:
+    speed: Shown
+    soc: Shown
+    soc_fraction: float | None
+    power: Shown
+    power_state: str
+    voltage: Shown
+    current: Shown
+    cell_min: Shown
+    cell_max: Shown
+    cell_delta: Shown
+    temp_min: Shown
+    temp_max: Shown
+    banner: Shown
+    banner_flash: bool
+    health: list[Health]
+    queued: Shown
+    packs: list[PackView] = field(default_factory=list)
+    trend: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    trend_at: float = 0.0
+
+
+def _unit(key: str) -> str:
+    return BY_KEY[key].unit
+
+
+def soc_colour(soc: float) -> tuple[int, int, int]:
+    return RED if soc < 15 else ORANGE if soc < 30 else GREEN
+
+
+def age_text(age: float) -> str:
+    return f"{age:.0f}s" if age < 120 else f"{age / 60:.0f}min" if age < 7200 else f"{age / 3600:.0f}h"
+
+
+class _Source:
+    """The latest message of one topic, its arrival time and its measured period."""
+
+    def __init__(self) -> None:
+        self.msg: Message | None = None
+        self.at = 0.0
+        self.period = MIN_PERIOD_S
+        self._measured = False
+
+    def take(self, msg: Message, at: float) -> None:
+        if self.msg is not None and at > self.at:
+            interval = at - self.at
+            self.period = max(MIN_PERIOD_S, 0.5 * self.period + 0.5 * interval if self._measured else interval)
+            self._measured = True
+        self.msg, self.at = msg, at
+
+    def age(self, now: float) -> float | None:
+        return None if self.msg is None else max(0.0, now - self.at)
+
+    def stale(self, now: float) -> bool:
+        return self.msg is None or now - self.at > STALE_PERIODS * self.period
+
+
+class ViewModel:
+    def __init__(self) -> None:
+        self.sources: dict[str, _Source] = collections.defaultdict(_Source)
+        self._alarms: set[str] = set()
+        self._flash_until = 0.0
+        self._trend: dict[str, collections.deque] = {k: collections.deque() for k in ("speed", "power", "soc")}
+        self._trend_at = -1e9
+        self.bad_messages = 0
+
+    def update(self, msg: Message, at: float) -> None:
+        self.sources[msg.topic].take(msg, at)
+        if msg.topic == "bms.snapshot":
+            alarms = {f"{kind}:{name}" for p in msg.data.packs for kind, names in _alarm_lists(p) for name in names}
+            if alarms - self._alarms:
+                self._flash_until = at + FLASH_S
+            self._alarms = alarms
+
+    # -- the view ----------------------------------------------------------------------------------
+
+    def view(self, now: float) -> View:
+        bms, fix = self.sources["bms.snapshot"], self.sources["gps.fix"]
+        packs = [p for p in bms.msg.data.packs] if bms.msg else []
+        online = [p for p in packs if p.online and p.cells_mv]
+        bms_stale, bms_age = bms.stale(now), bms.age(now)
+        self._sample_trend(now, online, fix)
+
+        def shown(value: float | None, fmt: str, stale: bool = bms_stale, age: float | None = bms_age,
+                  colour=None) -> Shown:
+            if value is None:
+                return Shown("--", GREY if stale else None, stale)
+            text = fmt.format(value)
+            if stale:
+                return Shown(f"{text} ({age_text(age)})" if age is not None else text, GREY, True)
+            return Shown(text, colour, False)
+
+        soc = _total_soc(online)
+        current = sum(p.current_a for p in online) if online and all(p.current_a is not None for p in online) else None
+        power = sum(p.power_w for p in online) if online and all(p.power_w is not None for p in online) else None
+        volts = [p.voltage_v for p in online if p.voltage_v is not None]
+        power_state = "unknown" if power is None or bms_stale else \
+            "charging" if power > 1 else "discharging" if power < -1 else "idle"
+        power_colour = {"charging": CYAN, "discharging": ORANGE}.get(power_state)
+        cell_min, cell_min_pack = _extreme(online, lambda p: p.cell_min_mv, min)
+        cell_max, cell_max_pack = _extreme(online, lambda p: p.cell_max_mv, max)
+        temp_min, temp_min_pack = _extreme(online, lambda p: min(p.temps_c) if p.temps_c else None, min)
+        temp_max, temp_max_pack = _extreme(online, lambda p: max(p.temps_c) if p.temps_c else None, max)
+        multi = len(packs) > 1
+
+        def where(pack: int | None) -> str:
+            return f" P{pack}" if multi and pack else ""
+
+        return View(
+            speed=self._speed(now),
+            soc=shown(soc, "{:.0f} %", colour=None if soc is None else soc_colour(soc)),
+            soc_fraction=None if soc is None else max(0.0, min(1.0, soc / 100)),
+            power=shown(None if power is None else power / 1000, "{:+.1f} kW", colour=power_colour),
+            power_state=power_state,
+            voltage=shown(sum(volts) / len(volts) if volts else None, "{:.1f} " + _unit("v_pack")),
+            current=shown(current, "{:+.1f} " + _unit("i_pack")),
+            cell_min=shown(cell_min, "{:.0f} mV" + where(cell_min_pack)),
+            cell_max=shown(cell_max, "{:.0f} mV" + where(cell_max_pack)),
+            cell_delta=shown(None if cell_min is None or cell_max is None else cell_max - cell_min, "{:.0f} mV"),
+            temp_min=shown(temp_min, "{:.1f} °C" + where(temp_min_pack)),
+            temp_max=shown(temp_max, "{:.1f} °C" + where(temp_max_pack)),
+            banner=self._banner(packs, bms_stale),
+            banner_flash=now < self._flash_until and int((now - self._flash_until) * 4) % 2 == 0,
+            health=self._health(now),
+            queued=self._queued(now),
+            packs=[_pack_view(p) for p in packs],
+            trend={k: ([t - self._trend_at for t, _ in series], [v for _, v in series])
+                   for k, series in self._trend.items()},
+            trend_at=self._trend_at,
+        )
+
+    def _speed(self, now: float) -> Shown:
+        fix = self.sources["gps.fix"]
+        data: GpsFix | None = fix.msg.data if fix.msg else None
+        if data is None or not data.valid or data.speed_km_h is None:
+            return Shown("--", GREY if fix.stale(now) else None, fix.stale(now))
+        text = f"{data.speed_km_h:.0f}"
+        if fix.stale(now):
+            return Shown(text, GREY, True)
+        return Shown(text)
+
+    def _banner(self, packs: list[Pack], stale: bool) -> Shown:
+        if not packs:
+            return Shown("no battery data", GREY, True)
+        found: dict[str, list[str]] = {"fault": [], "protection": [], "warning": []}
+        for p in packs:
+            prefix = f"P{p.pack} " if len(packs) > 1 else ""
+            for kind, names in _alarm_lists(p):
+                found[kind] += [prefix + n.replace("_", " ") for n in names]
+        severity = next((k for k in ("fault", "protection", "warning") if found[k]), None)
+        if severity is None:
+            text = "no alarms" if any(p.warnings is not None for p in packs) else "alarm state unknown"
+            return Shown(text, GREY if stale else None, stale)
+        text = "  |  ".join(f"{k.upper()}: {', '.join(v)}" for k, v in found.items() if v)
+        return Shown(text, GREY if stale else SEVERITY_COLOURS[severity], stale)
+
+    def _health(self, now: float) -> list[Health]:
+        out = []
+        for name, topic in (("BMS", "bms.link"), ("GPS", "gps.link"), ("Uplink", "uplink.status")):
+            src = self.sources[topic]
+            if src.msg is None:
+                out.append(Health(name, "no data", "", GREY))
+                continue
+            if topic == "uplink.status":
+                data = src.msg.data
+                state = "connected" if data.connected else "offline"
+                colour = GREEN if data.connected else (RED if data.error else YELLOW)
+            else:
+                state = src.msg.data.state
+                colour = STATE_COLOURS.get(state, GREY)
+            if src.stale(now):
+                state, colour = f"{state}?", GREY
+            out.append(Health(name, state, age_text(src.age(now)), colour))
+        return out
+
+    def _queued(self, now: float) -> Shown:
+        src = self.sources["uplink.status"]
+        if src.msg is None:
+            return Shown("--", GREY, True)
+        text = f"{src.msg.data.queued} queued"
+        return Shown(text, GREY, True) if src.stale(now) else Shown(text)
+
+    def _sample_trend(self, now: float, online: list[Pack], fix: _Source) -> None:
+        if now - self._trend_at < TREND_STEP_S:
+            return
+        self._trend_at = now
+        bms_live = not self.sources["bms.snapshot"].stale(now)
+        speed = fix.msg.data.speed_km_h if fix.msg and fix.msg.data.valid and not fix.stale(now) else None
+        power = sum(p.power_w for p in online) / 1000 if bms_live and online and all(
+            p.power_w is not None for p in online) else None
+        soc = _total_soc(online) if bms_live else None
+        for key, value in (("speed", speed), ("power", power), ("soc", soc)):
+            series = self._trend[key]
+            if value is not None:
+                series.append((now, value))
+            while series and now - series[0][0] > TREND_S:
+                series.popleft()
+
+
+def _alarm_lists(p: Pack) -> list[tuple[str, list[str]]]:
+    return [("fault", p.faults or []), ("protection", [n for n in p.protections or [] if n not in NOT_ALARMS]),
+            ("warning", p.warnings or [])]
+
+
+def _total_soc(packs: list[Pack]) -> float | None:
+    if not packs or any(p.remaining_ah is None or not p.full_ah for p in packs):
+        return None
+    return 100 * sum(p.remaining_ah for p in packs) / sum(p.full_ah for p in packs)
+
+
+def _extreme(packs: list[Pack], get, pick) -> tuple[float | None, int | None]:
+    values = [(v, p.pack) for p in packs if (v := get(p)) is not None]
+    if not values:
+        return None, None
+    best = pick(values, key=lambda item: item[0])
+    return best
+
+
+def temp_labels(count: int) -> list[str]:
+    """T1..Tn, with the SPEC's MOSFET and environment sensors named when there are six or more."""
+    labels = [f"T{i}" for i in range(1, count + 1)]
+    if count >= 6:
+        labels[count - 2], labels[count - 1] = "MOS", "ENV"
+    return labels
+
+
+def _pack_view(p: Pack) -> PackView:
+    def fmt(value, spec: str) -> str:
+        return "--" if value is None else spec.format(value)
+    temps = list(zip(temp_labels(len(p.temps_c)), [f"{t:.1f} °C" for t in p.temps_c]))
+    fets = "--" if p.charge_fet is None else \
+        f"CHG {'on' if p.charge_fet else 'OFF'} / DSG {'on' if p.discharge_fet else 'OFF'}"
+    lines = [("SOC", fmt(p.soc_pct, "{:.1f} %")), ("SOH", fmt(p.soh_pct, "{:.1f} %")),
+             ("Voltage", fmt(p.voltage_v, "{:.2f} V")), ("Current", fmt(p.current_a, "{:+.2f} A")),
+             ("Remaining", fmt(p.remaining_ah, "{:.2f} Ah")), ("Full", fmt(p.full_ah, "{:.2f} Ah")),
+             ("Design", fmt(p.design_ah, "{:.2f} Ah")), ("Cycles", fmt(p.cycles, "{}")),
+             ("Cell delta", fmt(p.cell_delta_mv, "{} mV")), ("FETs", fets),
+             ("Balancing", "--" if p.balancing is None else (", ".join(map(str, p.balancing)) or "none"))]
+    if not p.online:
+        summary = f"P{p.pack}  offline"
+    else:
+        summary = (f"P{p.pack}  {fmt(p.soc_pct, '{:.0f}%')}  {fmt(p.voltage_v, '{:.1f}V')}  "
+                   f"{fmt(p.current_a, '{:+.1f}A')}  d{fmt(p.cell_delta_mv, '{}mV')}  "
+                   f"{fmt(max(p.temps_c) if p.temps_c else None, '{:.0f}°C')}")
+    return PackView(p.pack, p.online, list(p.cells_mv), list(p.balancing or []), temps, lines, summary)

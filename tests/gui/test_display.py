@@ -1,0 +1,104 @@
+"""The real GUI process under Xvfb with real bus messages: the widgets show what was published."""
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from common.config import load
+from tests.helpers.proc import free_port, python_module, wait_for, write_config
+from tests.helpers.samples import UPLINK_FIX, UPLINK_SNAPSHOT
+from tests.helpers.xvfb import Xvfb
+
+
+@pytest.fixture
+def xvfb():
+    x = Xvfb()
+    yield x
+    x.stop()
+
+
+def png_pixels(path: Path) -> tuple[int, int, bytes]:
+    """Width, height and the decompressed image data of a PNG (filter bytes included)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, size = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    return size[0], size[1], zlib.decompress(idat)
+
+
+def assert_not_blank(path: Path, width: int, height: int) -> None:
+    w, h, pixels = png_pixels(path)
+    assert (w, h) == (width, height)
+    assert len(set(pixels)) > 20, f"{path.name} looks blank"
+
+
+@pytest.mark.parametrize(("width", "height", "theme"), [(800, 480, "dark"), (1024, 600, "light"), (1280, 720, "dark")])
+def test_gui_shows_what_was_published_and_screenshots_each_page(spawn, tmp_path, xvfb, width, height, theme):
+    cfg = write_config(tmp_path / "c.yaml", gui={"width": width, "height": height, "theme": theme})
+    spawn(python_module("tests.helpers.feed", "--config", cfg, "--links", "--period", 0.1))
+    dump, shots = tmp_path / "dump.json", tmp_path / "shots"
+    gui = spawn(python_module("services.gui", "--config", cfg, "--dump", dump, "--screenshot", shots), env=xvfb.env())
+    assert gui.wait(60) == 0, gui.text()
+    shown = json.loads(dump.read_text())
+    p1, p2 = UPLINK_SNAPSHOT.packs
+    assert shown["speed"] == f"{UPLINK_FIX.speed_km_h:.0f}"
+    soc = 100 * (p1.remaining_ah + p2.remaining_ah) / (p1.full_ah + p2.full_ah)
+    assert shown["soc_text"] == f"{soc:.0f} %" and shown["soc_bar"] == pytest.approx(soc / 100, abs=1e-4)
+    assert shown["power"] == f"{(p1.power_w + p2.power_w) / 1000:+.1f} kW" and shown["power_state"] == "discharging"
+    assert shown["current"] == f"{p1.current_a + p2.current_a:+.1f} A"
+    assert shown["cell_max"] == f"{p2.cell_max_mv} mV P2" and shown["cell_min"] == f"{p1.cell_min_mv} mV P1"
+    assert shown["banner"] == "WARNING: P1 cell high voltage, P2 cell high voltage"
+    assert shown["health_BMS"].startswith("BMS up") and shown["health_Uplink"].startswith("Uplink connected")
+    assert shown["queued"] == "7 queued"
+    assert shown["colours"]["soc_text"] == [40, 200, 70] and shown["colours"]["banner"] == [255, 215, 0]
+    assert shown["cells_series"][1][0] == p1.cells_mv[0] and shown["balancing_series"][1][1] == p1.cells_mv[1]
+    assert "MOS 30.1" in shown["pack_temps"] and shown["pack_overview"].count("\n") == 1
+    for page in ("driver", "detail"):
+        assert_not_blank(shots / f"{page}.png", width, height)
+
+
+def test_bad_messages_are_counted_and_the_display_goes_on(spawn, tmp_path, xvfb):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    cfg = write_config(tmp_path / "c.yaml", bus={"gps_reader": endpoint})
+    dump = tmp_path / "dump.json"
+    gui = spawn(python_module("services.gui", "--config", cfg, "--dump", dump), env=xvfb.env())
+    assert wait_for(dump.exists, 30), gui.text()
+    spawn(python_module("tests.helpers.raw_sender", endpoint, "bad"))
+    shown = wait_for(lambda: (d := json.loads(dump.read_text()))["speed"] == "42" and d["errors"] and d, 20)
+    assert shown, gui.text()
+    # garbage 3, version 1, shape 2, frames 1; the unknown topics are not subscribed to and the 20 kB
+    # body is within the default size limit (its extra field is ignored).
+    assert shown["errors"] == "7 display errors"
+    assert gui.proc.poll() is None
+
+
+def test_without_a_display_the_gui_says_so_and_exits_2(spawn, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml")
+    gui = spawn(python_module("services.gui", "--config", cfg), env={"DISPLAY": ""})
+    assert gui.wait(20) == 2
+    assert gui.text("err") == ["gui: no display: DISPLAY is not set; run it on the car's screen, under Xvfb, "
+                               "or use another viewer (python -m common.tap)"]
+    assert load(cfg).gui.fps == 10
+
+
+def test_gui_stops_within_two_seconds_of_sigterm(spawn, tmp_path, xvfb):
+    import signal
+    import time
+    cfg = write_config(tmp_path / "c.yaml")
+    gui = spawn(python_module("services.gui", "--config", cfg), env=xvfb.env())
+    assert gui.wait_line("gui running", 20)
+    time.sleep(1.0)
+    gui.signal(signal.SIGTERM)
+    start = time.monotonic()
+    assert gui.wait(5) == 0
+    assert time.monotonic() - start < 2.0

@@ -1,0 +1,161 @@
+"""The view model (pure): what a driver sees for snapshots, fixes and statuses."""
+
+import msgspec
+import pytest
+
+from common import messages as m
+from services.gui.viewmodel import CYAN, GREEN, GREY, ORANGE, RED, YELLOW, ViewModel, temp_labels
+from tests.helpers.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
+
+
+def msg(topic, data):
+    return m.Message(topic, "test", 0, 0.0, data)
+
+
+def model(*items, at=100.0):
+    vm = ViewModel()
+    for topic, data in items:
+        vm.update(msg(topic, data), at)
+    return vm
+
+
+def snapshot(*packs):
+    return m.BmsSnapshot(pack_count=len(packs), packs=list(packs))
+
+
+def quiet(pack, **changes):
+    """The pack with no alarm at all, then ``changes``."""
+    return msgspec.structs.replace(pack, **{"warnings": [], "protections": [], "faults": [], "cell_alarms": {},
+                                            **changes})
+
+
+def test_speed_in_big_digits_and_dashes_when_unknown():
+    assert model(("gps.fix", UPLINK_FIX)).view(100.5).speed.text == "42"
+    for fix in (m.GpsFix(valid=False), m.GpsFix(valid=True, speed_km_h=None), m.GpsFix(valid=False, speed_km_h=30.0)):
+        assert model(("gps.fix", fix)).view(100.5).speed.text == "--"
+    assert ViewModel().view(0).speed.text == "--"
+    standstill = model(("gps.fix", m.GpsFix(valid=True, speed_km_h=0.0))).view(100.5).speed
+    assert standstill.text == "0" and not standstill.stale
+
+
+def test_stale_values_are_greyed_with_their_age_never_shown_as_live():
+    vm = model(("gps.fix", UPLINK_FIX), ("bms.snapshot", UPLINK_SNAPSHOT))
+    fresh = vm.view(101.0)
+    assert not fresh.soc.stale and fresh.soc.colour != GREY
+    old = vm.view(112.0)
+    assert old.speed.stale and old.speed.colour == GREY
+    assert old.soc.stale and old.soc.colour == GREY and old.soc.text == "48 % (12s)"
+    assert old.voltage.text.endswith("(12s)") and old.power_state == "unknown"
+
+
+def test_the_stale_limit_follows_the_period_of_the_source():
+    vm = ViewModel()
+    for t in (0.0, 5.0, 10.0):  # a BMS polled every 5 s
+        vm.update(msg("bms.snapshot", UPLINK_SNAPSHOT), t)
+    assert not vm.view(10 + 12).soc.stale, "12 s is less than three periods of about 5 s"
+    assert vm.view(10 + 20).soc.stale
+
+
+@pytest.mark.parametrize(("soc", "colour"), [(8.0, RED), (22.0, ORANGE), (75.0, GREEN)])
+def test_soc_bar_coloured_by_level(soc, colour):
+    pack = quiet(uplink_pack(1), remaining_ah=soc, full_ah=100.0)
+    view = model(("bms.snapshot", snapshot(pack))).view(100.2)
+    assert view.soc.colour == colour and view.soc_fraction == pytest.approx(soc / 100)
+
+
+def test_power_charging_and_discharging_are_clearly_different():
+    charging = model(("bms.snapshot", snapshot(quiet(uplink_pack(1), power_w=2500.0, current_a=47.0)))).view(100.1)
+    assert charging.power.text == "+2.5 kW" and charging.power_state == "charging" and charging.power.colour == CYAN
+    driving = model(("bms.snapshot", snapshot(quiet(uplink_pack(1), power_w=-6100.0)))).view(100.1)
+    assert driving.power.text == "-6.1 kW" and driving.power_state == "discharging" and driving.power.colour == ORANGE
+    assert model(("bms.snapshot", snapshot(quiet(uplink_pack(1), power_w=0.4)))).view(100.1).power_state == "idle"
+
+
+def test_multi_pack_vehicle_view():
+    p1, p2 = uplink_pack(1), uplink_pack(2)
+    view = model(("bms.snapshot", snapshot(p1, p2))).view(100.1)
+    assert view.current.text == f"{p1.current_a + p2.current_a:+.1f} A"
+    assert view.power.text == f"{(p1.power_w + p2.power_w) / 1000:+.1f} kW"
+    assert view.voltage.text == f"{(p1.voltage_v + p2.voltage_v) / 2:.1f} V"
+    assert view.cell_min.text == f"{p1.cell_min_mv} mV P1" and view.cell_max.text == f"{p2.cell_max_mv} mV P2"
+    assert view.cell_delta.text == f"{p2.cell_max_mv - p1.cell_min_mv} mV"
+    assert view.temp_max.text == "30.1 °C P1" and [p.number for p in view.packs] == [1, 2]
+    assert view.packs[1].summary.startswith("P2  48%")
+
+
+def test_an_offline_pack_is_left_out_of_the_totals_and_marked():
+    offline = m.Pack(pack=2, online=False)
+    view = model(("bms.snapshot", snapshot(quiet(uplink_pack(1)), offline))).view(100.1)
+    assert view.current.text == "-12.3 A" and view.packs[1].summary == "P2  offline" and not view.packs[1].online
+
+
+def test_unknown_battery_values_are_dashes():
+    pack = m.Pack(pack=1, cells_mv=[3300, 3310], cell_min_mv=3300, cell_max_mv=3310)
+    view = model(("bms.snapshot", snapshot(pack))).view(100.1)
+    assert (view.soc.text, view.power.text, view.current.text, view.voltage.text) == ("--",) * 4
+    assert view.soc_fraction is None and view.temp_max.text == "--" and view.cell_delta.text == "10 mV"
+    assert view.banner.text == "alarm state unknown"
+
+
+@pytest.mark.parametrize(("changes", "severity", "colour", "words"), [
+    ({"warnings": ["cell_high_voltage"]}, "WARNING", YELLOW, "cell high voltage"),
+    ({"protections": ["discharge_overcurrent"]}, "PROTECTION", ORANGE, "discharge overcurrent"),
+    ({"faults": ["ntc_fault"]}, "FAULT", RED, "ntc fault"),
+    ({"faults": ["cell_fault"], "protections": ["short_circuit"], "warnings": ["low_power"]}, "FAULT", RED,
+     "FAULT: cell fault  |  PROTECTION: short circuit  |  WARNING: low power"),
+])
+def test_alarm_banner_by_severity(changes, severity, colour, words):
+    pack = msgspec.structs.replace(quiet(uplink_pack(1)), **changes)
+    banner = model(("bms.snapshot", snapshot(pack))).view(100.1).banner
+    assert banner.text.startswith(severity) and words in banner.text and banner.colour == colour
+
+
+def test_no_alarms_and_fully_charged_is_not_an_alarm():
+    pack = quiet(uplink_pack(1), protections=["fully_charged"])
+    banner = model(("bms.snapshot", snapshot(pack))).view(100.1).banner
+    assert banner.text == "no alarms"
+
+
+def test_a_new_alarm_flashes_the_banner_for_a_while():
+    vm = model(("bms.snapshot", snapshot(quiet(uplink_pack(1)))), at=100)
+    assert not vm.view(100.1).banner_flash
+    vm.update(msg("bms.snapshot", snapshot(quiet(uplink_pack(1), faults=["ntc_fault"]))), 101)
+    assert vm.view(101.5).banner_flash and not vm.view(104.5).banner_flash
+    vm.update(msg("bms.snapshot", snapshot(quiet(uplink_pack(1), faults=["ntc_fault"]))), 105)
+    assert not vm.view(105.1).banner_flash, "the same alarm again is not new"
+
+
+def test_health_strip_states_ages_and_queue():
+    vm = model(("bms.link", m.Link(state="up", port="x")), ("gps.link", m.GpsLink(state="down", port="y")),
+               ("uplink.status", m.UplinkStatus(connected=False, server="s", queued=120, sent=0, dropped=0,
+                                                error="connection refused")))
+    bms, gps, uplink = vm.view(101.0).health
+    assert (bms.state, bms.colour, bms.age_text) == ("up", GREEN, "1s")
+    assert (gps.state, gps.colour) == ("down", RED)
+    assert (uplink.state, uplink.colour) == ("offline", RED)
+    assert vm.view(101.0).queued.text == "120 queued"
+    later = vm.view(110.0)
+    assert later.health[0].state == "up?" and later.health[0].colour == GREY and later.queued.stale
+    assert ViewModel().view(0).health[0].state == "no data"
+
+
+def test_detail_page_pack_values():
+    view = model(("bms.snapshot", UPLINK_SNAPSHOT)).view(100.1)
+    pack = view.packs[0]
+    assert pack.cells_mv == uplink_pack(1).cells_mv and pack.balancing == [2]
+    assert pack.temps[4] == ("MOS", "30.1 °C") and pack.temps[5] == ("ENV", "18.2 °C")
+    lines = dict(pack.lines)
+    assert lines["SOH"] == "98.2 %" and lines["Cycles"] == "41" and lines["FETs"] == "CHG on / DSG on"
+    assert temp_labels(4) == ["T1", "T2", "T3", "T4"]
+
+
+def test_trend_keeps_ten_minutes_of_speed_power_and_soc():
+    vm = ViewModel()
+    for t in range(0, 700, 1):
+        vm.update(msg("gps.fix", UPLINK_FIX), float(t))
+        vm.update(msg("bms.snapshot", UPLINK_SNAPSHOT), float(t))
+        vm.view(float(t))
+    trend = vm.view(700.0).trend
+    xs, ys = trend["speed"]
+    assert min(xs) >= -600 and max(xs) <= 0 and set(ys) == {42.3}
+    assert len(trend["soc"][0]) >= 590 and trend["power"][1][-1] < 0
