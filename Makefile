@@ -35,7 +35,7 @@ test: $(STAMP) debs-test
 	exit $$rc
 
 demo: $(STAMP) debs-demo
-	$(VENV)/bin/honcho start -f Procfile.demo
+	scripts/demo
 
 bench: $(STAMP) debs-test
 	$(VPY) -m bench

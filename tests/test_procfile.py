@@ -17,7 +17,7 @@ def _procfile_lines(name):
 def test_every_procfile_line_runs_under_the_restart_loop():
     for name in ("Procfile", "Procfile.demo"):
         for line in _procfile_lines(name):
-            assert line.split(": ", 1)[1].startswith(RESTART), line
+            assert line.split(": ", 1)[1].startswith("exec scripts/respawn "), line
 
 
 def _ticks(child, name):
