@@ -112,6 +112,8 @@ class PaceDevice:
             time.sleep(0.05)
             data = data[half:]
         self.port.send(data, self.args.baud)
+        if self.args.events:
+            announce(event="sent", n=self.replies, t_end=round(time.time(), 4))
 
     def _frame(self, rtn: int, info: bytes = b"") -> bytes:
         adr = self.args.address if self.args.reply_adr is None else self.args.reply_adr

@@ -13,6 +13,9 @@ from pathlib import Path
 import serial
 
 READ_SIZE = 4096
+# After the first byte of a burst, wait this long so the rest is read in one go (a 9600 baud line
+# delivers about one byte a millisecond; waking for each would cost more CPU than the parsing).
+GATHER_S = 0.02
 
 
 class SourceLost(Exception):
@@ -36,6 +39,7 @@ class SerialSource:
             first = self._port.read(1)
             if not first:
                 return b""
+            time.sleep(GATHER_S)
             self._port.timeout = 0
             return first + self._port.read(READ_SIZE)
         except (serial.SerialException, OSError) as e:

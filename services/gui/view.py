@@ -181,8 +181,7 @@ class DisplayView:
         self.dirty = True
 
     def toggle_page(self, *_) -> None:
-        current = dpg.get_item_alias(dpg.get_value("tabs")) or ""
-        self.page("detail" if current.endswith("driver") else "driver")
+        self.page("detail" if self.current_page() == "driver" else "driver")
 
     def _select_pack(self, sender, value) -> None:
         self._pack = int(str(value).split()[-1])
@@ -211,6 +210,18 @@ class DisplayView:
             dpg.bind_item_theme(tag, theme)
 
     def draw(self, v: View, errors: int) -> None:
+        """Copy the view into the widgets of the page on screen and the health strip; the hidden
+        page is brought up to date when it is shown (a hidden change would cost a frame)."""
+        if self.current_page() == "driver":
+            self._driver_page(v)
+        for item in v.health:
+            self._text(f"health_{item.name}", f"{item.name} {item.state} {item.age_text}".strip(), item.colour)
+        self._text("queued", v.queued.text, v.queued.colour)
+        self._text("errors", f"{errors} display errors" if errors else "", YELLOW)
+        if self.current_page() == "detail":
+            self._detail_page(v)
+
+    def _driver_page(self, v: View) -> None:
         self._text("speed", v.speed.text, v.speed.colour)
         self._text("soc_text", v.soc.text, v.soc.colour)
         self._set("soc_bar", v.soc_fraction or 0.0)
@@ -224,11 +235,9 @@ class DisplayView:
             self._text(tag, shown.text, shown.colour)
         self._text("banner", v.banner.text, BLACK if v.banner_flash else v.banner.colour)
         self._bind("banner_box", self.banner_themes["flash" if v.banner_flash else "plain"])
-        for item in v.health:
-            self._text(f"health_{item.name}", f"{item.name} {item.state} {item.age_text}".strip(), item.colour)
-        self._text("queued", v.queued.text, v.queued.colour)
-        self._text("errors", f"{errors} display errors" if errors else "", YELLOW)
-        self._detail_page(v)
+
+    def current_page(self) -> str:
+        return "detail" if (dpg.get_item_alias(dpg.get_value("tabs")) or "").endswith("detail") else "driver"
 
     def _detail_page(self, v: View) -> None:
         choices = [f"Pack {p.number}" for p in v.packs] or ["Pack 1"]

@@ -101,6 +101,9 @@ def soc_colour(soc: float) -> tuple[int, int, int]:
 
 
 def age_text(age: float) -> str:
+    """Coarse on purpose: a healthy source reads "<2s" steadily instead of ticking every second."""
+    if age < 2:
+        return "<2s"
     return f"{age:.0f}s" if age < 120 else f"{age / 60:.0f}min" if age < 7200 else f"{age / 3600:.0f}h"
 
 
@@ -181,7 +184,7 @@ class ViewModel:
         return View(
             speed=self._speed(now),
             soc=shown(soc, "{:.0f} %", colour=None if soc is None else soc_colour(soc)),
-            soc_fraction=None if soc is None else max(0.0, min(1.0, soc / 100)),
+            soc_fraction=None if soc is None else round(max(0.0, min(1.0, soc / 100)), 3),
             power=shown(None if power is None else power / 1000, "{:+.1f} kW", colour=power_colour),
             power_state=power_state,
             voltage=shown(sum(volts) / len(volts) if volts else None, "{:.1f} " + _unit("v_pack")),

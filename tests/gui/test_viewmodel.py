@@ -130,10 +130,11 @@ def test_health_strip_states_ages_and_queue():
                ("uplink.status", m.UplinkStatus(connected=False, server="s", queued=120, sent=0, dropped=0,
                                                 error="connection refused")))
     bms, gps, uplink = vm.view(101.0).health
-    assert (bms.state, bms.colour, bms.age_text) == ("up", GREEN, "1s")
+    assert (bms.state, bms.colour, bms.age_text) == ("up", GREEN, "<2s")
     assert (gps.state, gps.colour) == ("down", RED)
     assert (uplink.state, uplink.colour) == ("offline", RED)
     assert vm.view(101.0).queued.text == "120 queued"
+    assert vm.view(105.0).health[0].age_text == "5s"
     later = vm.view(110.0)
     assert later.health[0].state == "up?" and later.health[0].colour == GREY and later.queued.stale
     assert ViewModel().view(0).health[0].state == "no data"

@@ -1,0 +1,162 @@
+"""The whole system: simulators and every service under honcho (Procfile.demo), a real Mosquitto,
+the GUI under Xvfb. End to end, crash isolation, faults in one run, and what must never leak."""
+
+import json
+import statistics
+import time
+
+import psutil
+import pytest
+
+from tests.helpers.mosquitto import Collector, Mosquitto
+from tests.helpers.proc import REPO, python_module, wait_for
+from tests.helpers.system import System
+from tests.helpers.xvfb import Xvfb
+
+TOKEN = "TB-T0KEN-e2e-5ecret"
+HEADLESS = ["bms_sim", "gps_sim", "bms_reader", "gps_reader", "tb_uplink"]
+
+
+@pytest.fixture
+def stack(spawn, tmp_path):
+    made = []
+
+    def start(procs=HEADLESS, **kw):
+        broker = Mosquitto(tmp_path / "mq", persistence=True)
+        sink = Collector(broker.port, client_id="thingsboard", clean=False)
+        system = System(spawn, tmp_path, procs, broker.port, TOKEN, **kw)
+        made.append((broker, sink, system))
+        return broker, sink, system
+    yield start
+    for broker, sink, system in made:
+        system.close()
+        sink.close()
+        broker.stop()
+
+
+def test_records_at_the_broker_carry_the_simulated_values(stack):
+    broker, sink, system = stack()
+    assert sink.wait_records(8, 60), system.honcho.text()[-30:]
+    replies = [e for e in system.events("bms_sim", "reply") if e["command"] == "42"]
+    status_replies = [e for e in system.events("bms_sim", "reply") if e["command"] == "44"]
+    epochs = {e["utc"]: e for e in system.events("gps_sim", "epoch") if e["valid"]}
+    checked = 0
+    for ts, values in sink.snapshot()[2:]:
+        cells = [values[f"v_cell_{i}"] for i in range(1, 17)]
+        # The simulator's reply this record was made from: every value the same.
+        reply = next((r for r in replies if r["packs"][0]["cells_mv"] == cells
+                      and r["packs"][0]["current_a"] == values["i_pack"]
+                      and round(r["packs"][0]["soc_pct"], 1) == values["soc"]
+                      and r["packs"][1]["cells_mv"][0] == values["pack_2_v_cell_1"]
+                      and r["packs"][0]["temps_c"][4] == values["temp_5"]), None)
+        assert reply is not None, f"no simulator reply has the values of the record at {ts}"
+        status = next(r for r in status_replies if r["n"] == reply["n"] + 1)["packs"][0]
+        assert values["warnings"] == ",".join(status["warnings"])
+        assert values["charge_fet"] == int(status["charge_fet"])
+        speeds = {round(e["speed_km_h"], 1) for e in epochs.values()}
+        assert values["speed_km_h"] in speeds
+        assert abs(ts / 1000 - time.time()) < 30, "plausible timestamps"
+        checked += 1
+    assert checked >= 5
+    everything = "\n".join(system.honcho.text()) + json.dumps(
+        [msg.data.__repr__() for msg in system.bus.messages()])
+    assert TOKEN not in everything, "the token leaked into a log line or a bus message"
+    assert system.bus.messages("uplink.status") and all(TOKEN not in repr(m.data) for m in system.bus.messages())
+
+
+def _gaps(system, topic, start, end):
+    stamps = [t for t, _ in system.bus.items(topic)]
+    before = [b - a for a, b in zip(stamps, stamps[1:]) if b < start]
+    period = statistics.median(before[-20:]) if before else 1.0
+    window = [t for t in stamps if start - 2 * period <= t <= end]
+    return period, max((b - a for a, b in zip(window, window[1:])), default=0.0)
+
+
+def test_each_service_killed_comes_back_alone_within_3_s(stack, tmp_path):
+    display = Xvfb()
+    try:
+        broker, sink, system = stack(HEADLESS + ["gui"], display=display.display)
+        streams = {"bms_reader": "bms.snapshot", "gps_reader": "gps.fix", "tb_uplink": "uplink.status"}
+        assert wait_for(lambda: all(system.bus.messages(t) for t in streams.values()), 60), system.honcho.text()
+        assert wait_for(lambda: system.pid("gui"), 30)
+        time.sleep(3)
+        for victim in ("bms_reader", "gps_reader", "tb_uplink", "gui"):
+            pids = {name: system.pid(name) for name in ["bms_reader", "gps_reader", "tb_uplink", "gui"]}
+            killed = time.monotonic()
+            psutil.Process(pids[victim]).kill()
+            old = pids[victim]
+            back = wait_for(lambda v=victim, o=old: (p := system.pid(v)) and p != o and p, 10)
+            assert back, f"{victim} did not come back"
+            if victim in streams:
+                assert system.bus.wait_message(streams[victim], lambda m: True, 3.5, after=killed) is not None, \
+                    f"{victim} did not publish within 3 s of its kill"
+            else:
+                assert time.monotonic() - killed < 3.0
+            time.sleep(2)
+            for other, topic in streams.items():
+                if other == victim:
+                    continue
+                assert system.pid(other) == pids[other], f"{other} was restarted too"
+                period, gap = _gaps(system, topic, killed, time.monotonic())
+                assert gap <= 2 * period + 0.1, f"{topic} paused {gap:.2f} s when {victim} was killed"
+        made = system.records()
+        assert wait_for(lambda: set(made) <= {ts for ts, _ in sink.snapshot()}, 30), "records lost at the broker"
+    finally:
+        display.stop()
+
+
+def test_faults_in_one_run_every_service_keeps_running_and_nothing_is_lost(stack):
+    broker, sink, system = stack(gps_args="--events --start-s 20 --fault lose_fix --fault-every 25")
+    assert sink.wait_records(4, 60), system.honcho.text()[-20:]
+    pids = {name: system.pid(name) for name in ("bms_reader", "gps_reader", "tb_uplink")}
+
+    # The BMS link drops and returns: the simulator dies, its restart loop brings it back.
+    dropped = time.monotonic()
+    psutil.Process(system.pid("bms_sim")).kill()
+    assert system.bus.wait_message("bms.link", lambda m: m.data.state == "down", 10, after=dropped)
+    assert system.bus.wait_message("bms.link", lambda m: m.data.state == "up", 15, after=dropped)
+
+    # The broker goes away for a minute while the GPS loses its fix now and then.
+    broker.stop()
+    away = time.monotonic()
+    status = system.bus.wait_message("uplink.status", lambda m: not m.data.connected and m.data.error, 15, after=away)
+    assert status is not None and status.data.queued >= 1
+    time.sleep(max(0.0, 60 - (time.monotonic() - away)))
+    assert system.bus.wait_message("gps.fix", lambda m: not m.data.valid and m.data.speed_km_h is None, 30, after=away)
+    queued = system.bus.messages("uplink.status")[-1].data.queued
+    assert queued >= 60, f"a minute of records should be queued, not {queued}"
+    broker.start()
+    made = system.records()
+    assert wait_for(lambda: set(made) <= {ts for ts, _ in sink.snapshot()}, 60), "records lost during the outage"
+    assert {name: system.pid(name) for name in pids} == pids, "a service restarted"
+    assert system.bus.wait_message("uplink.status", lambda m: m.data.connected and m.data.queued <= 2, 20,
+                                   after=time.monotonic())
+
+
+def test_with_the_default_config_nothing_listens_beyond_loopback(spawn, tmp_path):
+    display = Xvfb()
+    try:
+        token = tmp_path / "token"
+        token.write_text(TOKEN)
+        text = (REPO / "config.yaml").read_text()
+        # The shipped file with only the secret and the outbox moved: its bus and every other default kept.
+        defaults = tmp_path / "defaults.yaml"
+        defaults.write_text(text.replace("token_file: null", f"token_file: {token}")
+                            .replace("outbox_path: var/outbox.sqlite3", f"outbox_path: {tmp_path}/o.db"))
+        children = [spawn(python_module(f"services.{name}", "--config", defaults), env={"DISPLAY": display.display})
+                    for name in ("bms_reader", "gps_reader", "tb_uplink", "gui")]
+        children += [spawn(python_module("sim.pace_bms", "--tcp", 0)), spawn(python_module("sim.nmea", "--tcp", 0))]
+        for child in children[:4]:
+            assert child.wait_line("running", 30), child.text()
+        time.sleep(2)
+        listening = []
+        for child in children:
+            for conn in psutil.Process(child.pid).net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    listening.append((child.proc.args[2], conn.laddr.ip, conn.laddr.port))
+        assert len(listening) >= 5, listening
+        assert all(ip in ("127.0.0.1", "::1") for _, ip, _ in listening), listening
+        for child in children:
+            assert not any(TOKEN in line for line in child.text())
+    finally:
+        display.stop()
