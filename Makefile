@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 DEBS_TEST := mosquitto mosquitto-clients xvfb xauth libgl1-mesa-dri libgl1 fonts-dejavu-core gpsd
 DEBS_DEMO := mosquitto fonts-dejavu-core
 
-.PHONY: demo test bench screenshots venv debs-test debs-demo clean
+.PHONY: demo test bench soak screenshots venv debs-test debs-demo clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ demo: $(STAMP) debs-demo
 
 bench: $(STAMP) debs-test
 	$(VPY) -m bench
+
+# At least 10 minutes of the whole system with faults injected at random (not part of make test).
+soak: $(STAMP) debs-test
+	$(VPY) scripts/soak.py --minutes $${SOAK_MINUTES:-10}
 
 # The driver and detail pages at 800x480, for the README (docs/screenshots/*.png).
 screenshots: $(STAMP) debs-test

@@ -102,10 +102,28 @@ class Child:
             return None
 
     def finish(self) -> None:
-        """Kill the whole session if anything is left, and close the pipes."""
+        """Stop the child and everything it started, and close the pipes. A process manager
+        (honcho) puts its children in sessions of their own, so they are found by ancestry: first
+        asked to stop (honcho passes SIGTERM on), then killed."""
+        import psutil
+        try:
+            family = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            family = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(6)
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in family:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait(10)
         for reader in self._readers:
