@@ -269,9 +269,11 @@ def read_secret(value: str | None, env: str | None, file: str | None) -> str | N
     """
     if file:
         try:
-            return Path(file).read_text(encoding="utf-8").strip() or None
-        except OSError:
+            lines = Path(file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
             return None
+        first = lines[0].strip() if lines else ""
+        return first or None
     if env and os.environ.get(env):
         return os.environ[env]
     return value

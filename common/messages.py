@@ -20,7 +20,7 @@ is checked against the same definition that readers use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -168,7 +168,8 @@ class _Envelope(msgspec.Struct):
     v: int
     src: str
     seq: int
-    ts: float
+    # Seconds since 1970, finite and before the year 5138: a reader must never meet inf or NaN.
+    ts: Annotated[float, msgspec.Meta(ge=0, le=1e11)]
     data: msgspec.Raw
 
 
@@ -195,6 +196,8 @@ def encode(topic: str, src: str, seq: int, ts: float, data: Data) -> bytes:
         raise MessageError("topic", f"unknown topic {topic!r}")
     if not isinstance(data, spec.schema):
         raise MessageError("shape", f"{topic} carries {spec.schema.__name__}, not {type(data).__name__}")
+    if not 0 <= ts <= 1e11:  # also false for NaN
+        raise MessageError("shape", f"ts {ts!r} is not a time")
     body = _encoder.encode({"v": spec.version, "src": src, "seq": seq, "ts": ts, "data": data})
     # Struct constructors do not check types; decoding what we are about to send does.
     decode(topic, body)

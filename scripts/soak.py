@@ -94,6 +94,10 @@ def main() -> None:
         finally:
             system.honcho.signal(signal.SIGINT)
             system.honcho.wait(15)
+            log = REPO / "var" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            log.parent.mkdir(exist_ok=True)
+            log.write_text("\n".join(system.honcho.text()) + "\n")
+            print(f"soak: the system's output is in {log}")
             for child in children:
                 child.finish()
             sink.close()

@@ -71,6 +71,8 @@ class PaceDevice:
                 first_byte_at = time.monotonic()
             for event in splitter.feed(data):
                 if isinstance(event, pace.Frame):
+                    if self.args.echo:  # a half-duplex RS485 adapter hears what it sends
+                        self.port.send(pace.encode_frame(event.cid2, event.info, event.adr, event.ver, event.cid1), None)
                     self.answer(event, first_byte_at + wire_seconds(18 + 2 * len(event.info), self.args.baud))
                 elif isinstance(event.error, pace.ChecksumError):
                     rtn = 0x03 if "LCHKSUM" in str(event.error) else 0x02
@@ -198,6 +200,7 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--reply-adr", type=int, default=None, help="answer with this ADR whatever was asked")
     p.add_argument("--offline", type=int, action="append", default=[], help="this pack sends only zeros")
     p.add_argument("--ver20", action="store_true", help="VER 20 replies without design capacity (Itel-style)")
+    p.add_argument("--echo", action="store_true", help="echo each request first, as RS485 adapters do")
     p.add_argument("--vectors", help="answer with the captured replies of this vectors.json")
     p.add_argument("--events", action="store_true", help="print each reply and fault as a JSON line")
     return p

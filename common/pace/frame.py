@@ -126,6 +126,8 @@ def expected_length(raw: bytes) -> int:
     lenid = length & MAX_LENID
     if length >> 12 != lchksum(lenid):
         raise ChecksumError(f"LCHKSUM {length >> 12:X} does not match LENID {lenid:03X} (expected {lchksum(lenid):X})")
+    if lenid % 2:
+        raise FrameError(f"LENID {lenid} is odd: INFO is hex text, two characters a byte")
     return OVERHEAD_CHARS + lenid
 
 

@@ -105,7 +105,9 @@ class Link:
                         if isinstance(event, pace.BadFrame):
                             raise event.error
                         if event == request:
-                            continue  # our own request echoed by the adapter
+                            # Our own request echoed by the adapter: the reply is still to come.
+                            sized, deadline = False, now + self.response_timeout_s
+                            continue
                         return event
                     if self.splitter.pending and not sized:
                         total = self.splitter.expected_total()

@@ -95,7 +95,14 @@ def parse_line(line: bytes) -> tuple[pynmea2.NMEASentence, bool]:
     except (pynmea2.ParseError, ValueError, TypeError) as e:
         kind = "checksum" if "checksum" in str(e).lower() else "parse"
         raise BadSentence(kind, str(e)) from None
+    if isinstance(sentence, pynmea2.QuerySentence):
+        raise BadSentence("unknown", f"a query, not data: {text[:40]!r}")
     return sentence, start > 0
+
+
+def is_fix_data(sentence: pynmea2.NMEASentence) -> bool:
+    """Standard talker sentences; proprietary ones ($PGRME, $PMTK, $PUBX ...) are valid but unused."""
+    return isinstance(sentence, pynmea2.TalkerSentence)
 
 
 @dataclass

@@ -114,7 +114,8 @@ class GpsReader:
             self.sentences += 1
             self.health.ok()
             self.backoff.reset()
-            self._add(sentence)
+            if nmea.is_fix_data(sentence):
+                self._add(sentence)
 
     def _add(self, sentence) -> None:
         date = self.epochs.date

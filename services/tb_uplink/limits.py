@@ -55,8 +55,10 @@ class TokenBucket:
         self._at = now
 
     def has(self, n: float) -> bool:
+        """Enough tokens for ``n``; a full bucket also lets through a message bigger than itself
+        (into debt), or a record with more data points than the smallest window could never go."""
         self._refill()
-        return self.tokens >= n
+        return self.tokens >= min(n, self.capacity)
 
     def take(self, n: float) -> None:
         self._refill()

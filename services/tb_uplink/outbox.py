@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, points INTEGER NOT NULL, payload TEXT NOT NULL,
     attempts INTEGER NOT NULL, reason TEXT, moved_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_ts ON outbox (ts_ms);
 """
 _encode = msgspec.json.Encoder().encode
 
@@ -68,9 +69,8 @@ class Outbox:
             self.db.execute("BEGIN IMMEDIATE")
             row_id = self.db.execute("INSERT INTO outbox (ts_ms, points, payload) VALUES (?, ?, ?)",
                                      (ts_ms, len(values), payload)).lastrowid
-            dropped = self.db.execute(
-                "DELETE FROM outbox WHERE id <= (SELECT id FROM outbox ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (self.max_rows,)).rowcount
+            # Ids only grow, so the newest max_rows records are the ids above row_id - max_rows.
+            dropped = self.db.execute("DELETE FROM outbox WHERE id <= ?", (row_id - self.max_rows,)).rowcount
             dropped += self.db.execute("DELETE FROM outbox WHERE ts_ms < ?",
                                        (int((time.time() - self.max_age_s) * 1000),)).rowcount
             if dropped:
@@ -79,8 +79,7 @@ class Outbox:
             self.db.execute("COMMIT")
             return row_id
         except sqlite3.Error as e:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
+            self._rollback()
             raise OutboxError(f"cannot store a record in {self.path}: {e}") from None
 
     def batch(self, after_id: int, max_bytes: int, max_points: int, skip: frozenset[int] = frozenset(),
@@ -88,8 +87,12 @@ class Outbox:
         """The oldest rows after ``after_id`` (minus ``skip``) that fit ``max_bytes`` of JSON array
         and ``max_points`` data points; at least one row if any is waiting."""
         rows, size, points = [], 2, 0
-        for row_id, ts_ms, pts, payload in self.db.execute(
-                "SELECT id, ts_ms, points, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)):
+        try:
+            found = self.db.execute("SELECT id, ts_ms, points, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                                    (after_id, limit)).fetchall()
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot read {self.path}: {e}") from None
+        for row_id, ts_ms, pts, payload in found:
             if row_id in skip:
                 continue
             if rows and (size + len(payload) + 1 > max_bytes or points + pts > max_points):
@@ -99,29 +102,53 @@ class Outbox:
         return rows
 
     def newest(self) -> Row | None:
-        found = self.db.execute("SELECT id, ts_ms, points, payload FROM outbox ORDER BY id DESC LIMIT 1").fetchone()
+        try:
+            found = self.db.execute("SELECT id, ts_ms, points, payload FROM outbox ORDER BY id DESC LIMIT 1").fetchone()
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot read {self.path}: {e}") from None
         return Row(*found) if found else None
 
     def accept(self, ids: list[int]) -> None:
         """The server acknowledged these rows: delete them."""
-        self.db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            self.db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback()
+            raise OutboxError(f"cannot delete sent records from {self.path}: {e}") from None
 
     def reject(self, ids: list[int], reason: str, dead_after: int) -> int:
         """Count a failed attempt; rows that failed ``dead_after`` times move to dead_letter.
         Returns how many moved."""
         marks = ",".join("?" * len(ids))
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute(f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({marks})", ids)
-        moved = self.db.execute(
-            f"INSERT INTO dead_letter SELECT id, ts_ms, points, payload, attempts, ?, ? FROM outbox "
-            f"WHERE id IN ({marks}) AND attempts >= ?", (reason, time.time(), *ids, dead_after)).rowcount
-        self.db.execute(f"DELETE FROM outbox WHERE id IN ({marks}) AND attempts >= ?", (*ids, dead_after))
-        self.db.execute("COMMIT")
-        return moved
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({marks})", ids)
+            moved = self.db.execute(
+                f"INSERT INTO dead_letter SELECT id, ts_ms, points, payload, attempts, ?, ? FROM outbox "
+                f"WHERE id IN ({marks}) AND attempts >= ?", (reason, time.time(), *ids, dead_after)).rowcount
+            self.db.execute(f"DELETE FROM outbox WHERE id IN ({marks}) AND attempts >= ?", (*ids, dead_after))
+            self.db.execute("COMMIT")
+            return moved
+        except sqlite3.Error as e:
+            self._rollback()
+            raise OutboxError(f"cannot count a failed attempt in {self.path}: {e}") from None
+
+    def _rollback(self) -> None:
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the connection itself is gone; the error being reported says why
 
     def stats(self) -> tuple[int, int | None, int, int]:
-        """(queued rows, oldest ts_ms, dropped so far, dead letters)."""
-        queued, oldest = self.db.execute("SELECT COUNT(*), MIN(ts_ms) FROM outbox").fetchone()
-        dropped = self.db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
-        dead = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+        """(queued rows, oldest ts_ms, dropped so far, dead letters). Raises OutboxError."""
+        try:
+            queued = self.db.execute("SELECT COUNT(*) FROM outbox INDEXED BY outbox_ts").fetchone()[0]
+            oldest = self.db.execute("SELECT MIN(ts_ms) FROM outbox").fetchone()[0]
+            dropped = self.db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
+            dead = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot read {self.path}: {e}") from None
         return queued, oldest, dropped[0] if dropped else 0, dead

@@ -12,8 +12,10 @@ system clock and the status says the clock is unsynced.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
+import statistics
 import time
 from collections.abc import Callable
 
@@ -22,6 +24,7 @@ from common.messages import Message
 
 MAX_CLOCK_ERROR_S = 2.0
 OFFSET_FRESH_S = 30.0
+CONSISTENT_FIXES = 3
 EARLIEST_PLAUSIBLE = 1_577_836_800  # 2020-01-01: anything before is a boot clock, not the date
 
 
@@ -30,7 +33,7 @@ def build_record(snapshot: Message | None, fix: Message | None, now: float, max_
     """(observation ts in s, values) or None when no fresh value is known."""
     values: dict = {}
     seen: list[float] = []
-    if snapshot is not None and now - snapshot.ts <= max_age_s:
+    if snapshot is not None and abs(now - snapshot.ts) <= max_age_s:
         data = snapshot.data
         if data.pack_count is not None:
             values["analog_data_packs"] = data.pack_count
@@ -41,7 +44,7 @@ def build_record(snapshot: Message | None, fix: Message | None, now: float, max_
             prefix = fields.pack_prefix(position, pad_packs)
             values.update({prefix + k: v for k, v in fields.pack_values(pack, pad_cells, full).items()})
         seen.append(snapshot.ts)
-    if fix is not None and now - fix.ts <= max_age_s:
+    if fix is not None and abs(now - fix.ts) <= max_age_s:
         gps = fields.gps_values(fix.data, full)
         if gps:
             values.update(gps)
@@ -75,24 +78,31 @@ def ntp_synced() -> bool:
 
 
 class Clock:
-    """Chooses between the system clock and GPS UTC for record timestamps."""
+    """Chooses between the system clock and GPS UTC for record timestamps. GPS time is used only
+    once CONSISTENT_FIXES recent fixes agree on the offset (within 1 s), so one receiver glitch
+    (a wrong date on a fix marked valid) cannot move the records."""
 
     def __init__(self, synced: Callable[[], bool] = ntp_synced, monotonic: Callable[[], float] = time.monotonic):
         self._synced = synced
         self._monotonic = monotonic
-        self._offset: float | None = None
-        self._offset_at = 0.0
+        self._offsets: collections.deque[tuple[float, float]] = collections.deque(maxlen=CONSISTENT_FIXES)
         self.source = "system"
 
     def observe_fix(self, fix: Message) -> None:
         """Measure the offset system -> GPS UTC on a valid fix (its ts is when its epoch arrived)."""
         if fix.data.valid and fix.data.gps_utc is not None:
-            self._offset = fix.data.gps_utc - fix.ts
-            self._offset_at = self._monotonic()
+            self._offsets.append((self._monotonic(), fix.data.gps_utc - fix.ts))
+
+    def _offset(self) -> float | None:
+        now = self._monotonic()
+        recent = [offset for at, offset in self._offsets if now - at <= OFFSET_FRESH_S]
+        if len(recent) < CONSISTENT_FIXES or max(recent) - min(recent) > 1.0:
+            return None
+        return statistics.median(recent)
 
     def stamp(self, ts: float) -> float:
         """The timestamp to send for an observation made at system time ``ts``."""
-        offset = self._offset if self._monotonic() - self._offset_at <= OFFSET_FRESH_S else None
+        offset = self._offset()
         trusted = self._synced() and ts >= EARLIEST_PLAUSIBLE and (offset is None or abs(offset) <= MAX_CLOCK_ERROR_S)
         if trusted:
             self.source = "system"

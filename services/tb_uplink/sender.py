@@ -13,10 +13,11 @@ Failure handling:
   without a restart; records keep queuing meanwhile;
 * rate limited (PUBACK 151, DISCONNECT 150/151, CONNACK 159): the buckets are emptied and
   sending pauses for ``rate_limit_pause_s`` instead of reconnecting and blasting;
-* a batch the server answers by closing the session: if several were in flight, the next
-  connection sends them one at a time to find the culprit; a batch published less than
-  BLAME_S before the session closed, alone in flight, gets an attempt counted, and after
-  ``dead_letter_after`` attempts it is moved to the dead-letter table so the rest flows.
+* a batch the server answers by closing the session (or refuses in its PUBACK): the next
+  connection sends those records one at a time; a single record published less than BLAME_S
+  before the session closed, alone in flight, gets an attempt counted, and after
+  ``dead_letter_after`` attempts (one, for "payload format invalid") it is moved to the
+  dead-letter table, so one bad record cannot hold up the rest and good records are not blamed.
 """
 
 from __future__ import annotations
@@ -95,23 +96,32 @@ class Sender(threading.Thread):
         self.outbox = Outbox(self.cfg.outbox_path, durable=False)
         try:
             while not self._halt.is_set():
-                if self._client is None:
-                    if time.monotonic() >= self._next_attempt:
-                        self._connect()
-                    else:
-                        self._halt.wait(LOOP_S)
-                    continue
-                rc = self._client.loop(LOOP_S)
-                if rc != mqtt.MQTT_ERR_SUCCESS and self._client is not None:
-                    self._lost(f"connection lost ({mqtt.error_string(rc)})")
-                    continue
-                if self.connected:
-                    self._publish_attributes()
-                    self._fill()
+                try:
+                    self._step()
+                except Exception as e:  # the thread must not die: it is the only way records leave
+                    log.exception("sender error; dropping the connection and starting again")
+                    self._drop_client()
+                    self._retry_later(f"sender error: {type(e).__name__}: {e}")
         finally:
             if self._client is not None:
                 self._client.disconnect()
+            self.connected = False
             self.outbox.close()
+
+    def _step(self) -> None:
+        if self._client is None:
+            if time.monotonic() >= self._next_attempt:
+                self._connect()
+            else:
+                self._halt.wait(LOOP_S)
+            return
+        rc = self._client.loop(LOOP_S)
+        if rc != mqtt.MQTT_ERR_SUCCESS and self._client is not None:
+            self._lost(f"connection lost ({mqtt.error_string(rc)})")
+            return
+        if self.connected:
+            self._publish_attributes()
+            self._fill()
 
     def _credentials(self) -> tuple[str | None, str | None, str]:
         cfg = self.cfg
@@ -188,18 +198,23 @@ class Sender(threading.Thread):
                 self._lost(f"disconnected from {self.server} ({detail})")
 
     def _lost(self, error: str) -> None:
-        """The connection died: find out whether a batch in flight may have caused it."""
+        """The connection died. If one record alone was in flight, sent just before, it may be
+        what the server refused: count an attempt against it. If more were in flight, the next
+        connection sends them one record at a time, so that a culprit is found without blaming
+        the others."""
         now = time.monotonic()
-        if len(self._inflight) == 1:
-            (batch,) = self._inflight.values()
-            if now - batch.sent_at <= BLAME_S:
-                moved = self.outbox.reject(batch.ids, error, self.cfg.dead_letter_after)
-                if moved:
-                    log.warning("moved %d records the server keeps refusing to the dead-letter table", moved)
-        elif self._inflight:
-            self._suspect_upto = max(i for b in self._inflight.values() for i in b.ids)
+        batches = list(self._inflight.values())
+        if len(batches) == 1 and len(batches[0].ids) == 1 and now - batches[0].sent_at <= BLAME_S:
+            self._blame(batches[0].ids, error, self.cfg.dead_letter_after)
+        elif batches:
+            self._suspect_upto = max(self._suspect_upto, max(i for b in batches for i in b.ids))
         self._drop_client()
         self._retry_later(error)
+
+    def _blame(self, ids: list[int], reason: str, dead_after: int) -> None:
+        moved = self.outbox.reject(ids, reason, dead_after)
+        if moved:
+            log.warning("moved %d record(s) the server keeps refusing to the dead-letter table (%s)", moved, reason)
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -226,6 +241,7 @@ class Sender(threading.Thread):
             self.outbox.accept(batch.ids)
             self.sent += len(batch.ids)
             self.last_ack_ts = time.time()
+            self._live_sent.difference_update(batch.ids)
             if self._suspect_upto and max(batch.ids) >= self._suspect_upto:
                 self._suspect_upto = 0
             return
@@ -234,11 +250,14 @@ class Sender(threading.Thread):
             self._paused_until = time.monotonic() + self.cfg.rate_limit_pause_s
             self.error = f"rate limited by {self.server} ({reason_code}); pausing {self.cfg.rate_limit_pause_s:g} s"
             log.warning("%s", self.error)
+        elif len(batch.ids) == 1:
+            self._blame(batch.ids, str(reason_code),
+                        1 if reason_code.value in POISON_FAILURES else self.cfg.dead_letter_after)
         else:
-            self.outbox.reject(batch.ids, str(reason_code),
-                               1 if reason_code.value in POISON_FAILURES else self.cfg.dead_letter_after)
+            self._suspect_upto = max(self._suspect_upto, max(batch.ids))
         # Send the refused rows again, but only once nothing is in flight: never twice at once.
-        self._rewind_to = min(self._rewind_to if self._rewind_to is not None else batch.ids[0], batch.ids[0]) - 1
+        target = min(batch.ids[0] - 1, self._sent_upto)
+        self._rewind_to = target if self._rewind_to is None else min(self._rewind_to, target)
 
     def _on_message(self, client, userdata, message) -> None:
         if not message.topic.startswith(RPC_RESPONSE):
@@ -249,7 +268,8 @@ class Sender(threading.Thread):
         except (ValueError, limits.LimitsError, AttributeError) as e:
             log.warning("ignoring a getSessionLimits reply: %s", e)
             return
-        if spec:
+        if spec and limits.RateLimits(spec).description != self.limits.description:
+            # Rebuilt only when the figures change: ThingsBoard counts per device, across sessions.
             self.limits = limits.RateLimits(spec)
         max_payload = reply.get("maxPayloadSize")
         if isinstance(max_payload, int) and max_payload > 1024:
@@ -275,7 +295,7 @@ class Sender(threading.Thread):
                 return
             self._sent_upto, self._rewind_to = self._rewind_to, None
             self._live_sent.clear()
-        window = 1 if self._suspect_upto else self._window
+        window = 1 if self._suspect_upto > self._sent_upto else self._window
         max_points = self.limits.max_points() or 1_000_000
         while len(self._inflight) < window:
             rows, live = self._next_rows(max_points)
@@ -294,6 +314,7 @@ class Sender(threading.Thread):
                 self._live_sent.add(ids[0])
             else:
                 self._sent_upto = ids[-1]
+                self._live_sent = {i for i in self._live_sent if i > self._sent_upto}
 
     def _next_rows(self, max_points: int) -> tuple[list, bool]:
         """With a limited budget the newest record goes first, so the display on the server stays
@@ -302,7 +323,9 @@ class Sender(threading.Thread):
             newest = self.outbox.newest()
             if newest and newest.id > self._sent_upto and newest.id not in self._live_sent:
                 return [newest], True
-        return self.outbox.batch(self._sent_upto, self._max_bytes, max_points, skip=frozenset(self._live_sent)), False
+        one_by_one = self._suspect_upto > self._sent_upto
+        return self.outbox.batch(self._sent_upto, self._max_bytes, max_points, skip=frozenset(self._live_sent),
+                                 limit=1 if one_by_one else 500), False
 
 
 def _describe(error: Exception) -> str:

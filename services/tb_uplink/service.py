@@ -83,6 +83,7 @@ class Uplink:
         self.sender = Sender(self.cfg, self._reload, self.stop)
         self.alive = False
         self.store_error: str | None = None
+        self.stats: tuple = (0, None, 0, 0)
         self.status_every = Every(1.0)
         self.base_attributes = {"software_version": software_version(), **host_addresses(self.cfg.host)}
 
@@ -128,7 +129,7 @@ class Uplink:
             return
         self.alive = not self.alive
         ts, values = record
-        ts_ms = int(round(self.clock.stamp(ts) * 1000))
+        ts_ms = int(round(self.clock.stamp(ts) * 1000))  # ts passed the bus's range check
         try:
             self.outbox.add(ts_ms, values)
             self.store_error = None
@@ -140,7 +141,11 @@ class Uplink:
             self.svc.log.info("record ts=%d %s", ts_ms, msgspec.json.encode(values).decode())
 
     def _status(self) -> None:
-        queued, oldest_ms, dropped, dead = self.outbox.stats()
+        try:
+            self.stats = self.outbox.stats()
+        except OutboxError as e:
+            self.store_error = str(e)
+        queued, oldest_ms, dropped, dead = self.stats
         sender = self.sender
         self.pub.publish("uplink.status", messages.UplinkStatus(
             connected=sender.connected, server=sender.server, queued=queued, sent=sender.sent, dropped=dropped,

@@ -174,3 +174,13 @@ def test_reader_decodes_captured_frames_served_by_the_simulator(spawn, tmp_path,
     assert bus.wait(lambda w: len(w.messages("bms.snapshot")) >= 2 * len(captured), 30), reader.text()
     got = {tuple(tuple(p.cells_mv) for p in m.data.packs) for m in bus.messages("bms.snapshot")}
     assert got == want
+
+
+def test_an_adapter_that_echoes_requests_and_a_long_reply(spawn, tmp_path, watch):
+    # 12 packs: a 1438-character reply, 1.5 s on the wire, longer than the 1 s response timeout.
+    sim = Sim(spawn, tmp_path, "tcp", "--packs", 12, "--echo")
+    reader, bus = start_reader(spawn, tmp_path, sim, watch)
+    snap = bus.wait_message("bms.snapshot", timeout=30)
+    assert snap is not None and snap.data.pack_count == 12, reader.text()
+    link = bus.wait_message("bms.link", timeout=5, after=time.monotonic())
+    assert link.data.errors == {}, link.data.errors

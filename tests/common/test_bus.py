@@ -90,6 +90,9 @@ def test_publish_refuses_data_that_does_not_fit_its_topic(bus):
     with pytest.raises(messages.MessageError) as wrong_type:
         pub.publish("gps.fix", messages.GpsFix(valid="yes"))
     assert wrong_type.value.kind == "shape"
+    for bad_ts in (float("inf"), float("nan"), -1.0, 1e17):
+        with pytest.raises(messages.MessageError):
+            pub.publish("gps.fix", SAMPLES["gps.fix"], ts=bad_ts)
     with pytest.raises(messages.MessageError) as unknown:
         pub.publish("gps.speed", SAMPLES["gps.fix"])
     assert unknown.value.kind == "topic"

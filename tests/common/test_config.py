@@ -101,6 +101,10 @@ def test_secret_comes_from_file_then_environment_then_value(tmp_path, monkeypatc
     monkeypatch.delenv("PACE_TEST_TOKEN")
     assert config.read_secret("from-yaml", "PACE_TEST_TOKEN", None) == "from-yaml"
     assert config.read_secret("from-yaml", None, str(tmp_path / "missing")) is None
+    secret.write_text("  tok3n \n# a comment\n")
+    assert config.read_secret(None, None, str(secret)) == "tok3n", "the first line only"
+    secret.write_bytes(b"\xff\xfe")
+    assert config.read_secret(None, None, str(secret)) is None
 
 
 def test_uplink_without_any_token_stops_with_one_line(tmp_path, spawn):

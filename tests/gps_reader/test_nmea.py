@@ -134,3 +134,13 @@ def test_splitter_handles_partial_lines_any_line_end_and_endless_binary():
     assert len(flood) == 1 and flood[0].kind == "too_long"
     assert splitter.feed(b"\xff" * 1000) == [], "one report per run"
     assert splitter.feed(b"tail of the flood\n$GPZDA\n") == [b"$GPZDA"]
+
+
+def test_proprietary_sentences_are_valid_but_not_fix_data_and_queries_are_refused():
+    sentence, _ = nmea.parse_line(s("PMTK001,604,3"))
+    assert not nmea.is_fix_data(sentence)
+    garmin, _ = nmea.parse_line(s("PGRME,15.0,M,45.0,M,25.0,M"))
+    assert not nmea.is_fix_data(garmin)
+    with pytest.raises(nmea.BadSentence) as e:
+        nmea.parse_line(s("CCGPQ,GGA"))
+    assert e.value.kind == "unknown"

@@ -132,3 +132,11 @@ def test_pack_fields_use_the_contract_names():
     from common.messages import Pack
     Pack(**fields)  # every key is a field of the bus definition
     assert fields["current_a"] == -2.25 and fields["charge_fet"] is True and fields["warnings"] == []
+
+
+def test_an_odd_lenid_is_a_frame_error_not_a_crash():
+    # LENID 1 with a right LCHKSUM and CHKSUM: INFO cannot be bytes.
+    events = pace.FrameSplitter().feed(b"~25014600F001AFD56\r")
+    assert events and all(isinstance(e, pace.BadFrame) for e in events)
+    with pytest.raises(pace.FrameError, match="odd"):
+        pace.parse_frame(b"~25014600F001AFD56\r")

@@ -64,3 +64,16 @@ def test_wal_and_synchronous_full_for_the_writer(tmp_path):
     assert writer.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert writer.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert sender.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: a lost delete only resends
+
+
+def test_an_sqlite_failure_is_a_named_error(tmp_path):
+    import pytest
+
+    from services.tb_uplink.outbox import OutboxError
+    box = Outbox(tmp_path / "o.db")
+    ids = fill(box, 1)
+    box.db.close()
+    for call in (lambda: box.accept(ids), lambda: box.reject(ids, "x", 3), box.stats, lambda: box.add(1, {}),
+                 box.newest, lambda: box.batch(0, 1000, 1000)):
+        with pytest.raises(OutboxError):
+            call()

@@ -107,7 +107,8 @@ def test_clock_source(synced, gps_utc, expected, source):
     mono = FakeTime()
     clock = Clock(synced=lambda: synced, monotonic=mono)
     if gps_utc is not None:
-        clock.observe_fix(msg("gps.fix", GpsFix(valid=True, gps_utc=gps_utc), ts=NOW - 0.5))
+        for _ in range(3):
+            clock.observe_fix(msg("gps.fix", GpsFix(valid=True, gps_utc=gps_utc), ts=NOW - 0.5))
     assert clock.stamp(NOW) == pytest.approx(expected)
     assert clock.source == source
 
@@ -115,9 +116,24 @@ def test_clock_source(synced, gps_utc, expected, source):
 def test_an_old_gps_offset_is_not_used():
     mono = FakeTime()
     clock = Clock(synced=lambda: False, monotonic=mono)
-    clock.observe_fix(msg("gps.fix", GpsFix(valid=True, gps_utc=NOW + 100), ts=NOW))
+    for _ in range(3):
+        clock.observe_fix(msg("gps.fix", GpsFix(valid=True, gps_utc=NOW + 100), ts=NOW))
     mono.t += 31
     assert clock.stamp(NOW) == NOW and clock.source == "system-unsynced"
+
+
+def test_gps_time_is_used_only_when_fixes_agree():
+    clock = Clock(synced=lambda: False, monotonic=FakeTime())
+    for utc in (NOW, NOW + 86400 * 7 * 1024, NOW):  # one fix with a GPS week-rollover date
+        clock.observe_fix(msg("gps.fix", GpsFix(valid=True, gps_utc=utc), ts=NOW))
+    assert clock.stamp(NOW) == NOW and clock.source == "system-unsynced"
+    for _ in range(3):
+        clock.observe_fix(msg("gps.fix", GpsFix(valid=True, gps_utc=NOW + 5), ts=NOW))
+    assert clock.stamp(NOW) == NOW + 5 and clock.source == "gps"
+
+
+def test_values_from_the_future_count_as_stale():
+    assert record(bms_ts=NOW + 60, gps_ts=NOW + 60) is None
 
 
 def test_a_boot_clock_is_never_trusted():

@@ -68,13 +68,47 @@ def test_a_success_puback_deletes_and_counts(tmp_path):
     assert s.sent == 3 and s.outbox.stats()[0] == 1 and s.last_ack_ts is not None
 
 
-def test_a_session_closed_with_several_batches_in_flight_sends_them_one_by_one_next_time(tmp_path):
+def test_a_session_closed_with_several_records_in_flight_sends_them_one_by_one_next_time(tmp_path):
     s = sender(tmp_path)
     ids = fill(s.outbox, 6)
     s._inflight = {1: InFlight(ids[:2], time.monotonic()), 2: InFlight(ids[2:4], time.monotonic())}
     s._lost("disconnected")
     assert s._suspect_upto == ids[3] and s.outbox.stats()[0] == 6, "nobody is blamed yet"
     assert s.error == "disconnected" and s._next_attempt > 0
+    rows, _ = s._next_rows(1000)
+    assert [r.id for r in rows] == ids[:1], "one record per publish while looking for the culprit"
+    s._sent_upto = ids[3]
+    assert len(s._next_rows(1000)[0]) == 2, "whole batches again past the suspects"
+
+
+def test_only_a_single_record_alone_in_flight_is_blamed(tmp_path):
+    s = sender(tmp_path, dead_letter_after=2)
+    ids = fill(s.outbox, 3)
+    for _ in range(2):
+        s._inflight = {1: InFlight(ids[:2], time.monotonic())}
+        s._lost("closed")
+    assert s.outbox.stats()[3] == 0, "a batch of two is not blamed, its records are tried one by one"
+    for _ in range(2):
+        s._inflight = {1: InFlight(ids[:1], time.monotonic())}
+        s._lost("closed")
+    assert s.outbox.stats()[3] == 1 and s.outbox.stats()[0] == 2
+    s._inflight = {1: InFlight(ids[1:2], time.monotonic() - 10)}
+    s._lost("keepalive timeout")
+    assert s.outbox.stats()[3] == 1, "a record sent long before the drop is not blamed"
+
+
+def test_a_refused_live_record_never_skips_the_backlog(tmp_path):
+    s = sender(tmp_path, rate_limits="cloud")
+    ids = fill(s.outbox, 20)
+    s._inflight = {1: InFlight([ids[-1]], time.monotonic()), 2: InFlight([ids[0]], time.monotonic())}
+    s._live_sent, s._sent_upto = {ids[-1]}, ids[0]
+    s._on_publish(None, None, 1, ReasonCode(PacketTypes.PUBACK, "Quota exceeded"), None)
+    assert s._rewind_to <= ids[0]
+
+
+def test_a_record_bigger_than_the_smallest_window_still_goes_when_the_bucket_is_full():
+    rl = limits.RateLimits({"telemetryDataPoints": "100:1"})
+    assert rl.allow(113) and not rl.allow(1)
 
 
 def test_cloud_preset_limits():
