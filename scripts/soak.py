@@ -106,8 +106,8 @@ def main() -> None:
 
     ok = True
     print(f"\nfaults injected: {len(faults)} ({', '.join(sorted(set(faults)))})")
-    print(f"records made {len(made)}, delivered {len(delivered)}")
-    ok &= len(made) == len(delivered) and len(made) > 0
+    print(f"records made {len(made)} ({len(set(made))} distinct ts), delivered {len(delivered)}")
+    ok &= len(made) == len(set(made)) == len(delivered) and len(made) > 0
     print("restarts: " + (", ".join(f"{k} {v}" for k, v in sorted(restarts.items())) or "none"))
     print(f"{'service':<12} {'RSS after warm-up':>18} {'RSS at end':>12} {'growth':>8}")
     for name in SERVICES:

@@ -2,7 +2,8 @@
 
 A record is ``(ts_ms, values)``: the values of the latest bms.snapshot and gps.fix that are not
 older than ``max_value_age_s``, keyed by common/fields.py; unknown values are left out. ``ts`` is
-the newest observation time among the sources used.
+the newest observation time among the sources used; the uplink makes no record when nothing was
+observed since the last one (ThingsBoard would overwrite it: same ts).
 
 The Pi has no real-time clock: until NTP has synchronised it, or when it is more than 2 s off
 the receiver's UTC, its time is not to be trusted. Then timestamps are shifted by the offset

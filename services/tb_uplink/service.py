@@ -84,6 +84,7 @@ class Uplink:
         self.alive = False
         self.store_error: str | None = None
         self.stats: tuple = (0, None, 0, 0)
+        self.last_observation = 0.0
         self.status_every = Every(1.0)
         self.base_attributes = {"software_version": software_version(), **host_addresses(self.cfg.host)}
 
@@ -125,10 +126,11 @@ class Uplink:
         record = build_record(self.latest.get("bms.snapshot"), self.latest.get("gps.fix"), time.time(),
                               cfg.max_value_age_s, cfg.zero_pad_number_cells, cfg.zero_pad_number_packs,
                               cfg.key_set == "full", not self.alive)
-        if record is None:
-            return
+        if record is None or record[0] <= self.last_observation:
+            return  # nothing observed since the last record: the same ts would only overwrite it
         self.alive = not self.alive
         ts, values = record
+        self.last_observation = ts
         ts_ms = int(round(self.clock.stamp(ts) * 1000))  # ts passed the bus's range check
         try:
             self.outbox.add(ts_ms, values)
