@@ -1,4 +1,7 @@
-"""Fixtures shared by every test: child processes that never outlive their test, a bus."""
+"""Fixtures shared by every test: child processes, bus watchers, brokers and collectors that never
+outlive their test, and a bus."""
+
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -6,35 +9,45 @@ from common.bus import Bus
 from tests.helpers.proc import Child
 
 
-@pytest.fixture
-def spawn():
-    """Start child processes (``spawn([...])`` -> Child); all are killed when the test ends."""
-    children: list[Child] = []
+def _factory(make: Callable, close: Callable) -> Iterator[Callable]:
+    """A fixture body: hands out ``make`` and closes everything made with it at the end."""
+    made = []
 
-    def start(args: list, **kw) -> Child:
-        child = Child([str(a) for a in args], **kw)
-        children.append(child)
-        return child
+    def start(*args, **kw):
+        made.append(make(*args, **kw))
+        return made[-1]
 
     yield start
-    for child in children:
-        child.finish()
+    for thing in reversed(made):
+        close(thing)
+
+
+@pytest.fixture
+def spawn():
+    """Start child processes (``spawn([...])`` -> Child); all are stopped when the test ends."""
+    yield from _factory(lambda args, **kw: Child([str(a) for a in args], **kw), Child.finish)
 
 
 @pytest.fixture
 def watch():
     """``watch(endpoints, topics)`` -> BusWatch; all are closed when the test ends."""
     from tests.helpers.watch import BusWatch
-    watches = []
+    yield from _factory(BusWatch, BusWatch.close)
 
-    def start(endpoints, topics=("",)):
-        w = BusWatch(endpoints, topics)
-        watches.append(w)
-        return w
 
-    yield start
-    for w in watches:
-        w.close()
+@pytest.fixture
+def broker(tmp_path):
+    """``broker(**options)`` -> a private Mosquitto; all are stopped when the test ends."""
+    from tests.helpers.mosquitto import Mosquitto
+    count = iter(range(100))
+    yield from _factory(lambda **kw: Mosquitto(tmp_path / f"mq{next(count)}", **kw), Mosquitto.stop)
+
+
+@pytest.fixture
+def collect():
+    """``collect(port, ...)`` -> a Collector (ThingsBoard's view); all are closed at the end."""
+    from tests.helpers.mosquitto import Collector
+    yield from _factory(Collector, Collector.close)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from common.messages import Message
 from services.tb_uplink.outbox import Outbox
 from services.tb_uplink.records import build_record
-from tests.helpers.mosquitto import Collector, Mosquitto, make_certs, wait_broker_gone
+from tests.helpers.mosquitto import make_certs, wait_broker_gone
 from tests.helpers.proc import python_module, wait_for, write_config
 from tests.helpers.samples import UPLINK_FIX, UPLINK_SNAPSHOT
 from tests.helpers.watch import BusWatch
@@ -49,32 +49,6 @@ def prefill(path, n, poison_at=None) -> list[int]:
         stamps.append(ts)
     box.close()
     return stamps
-
-
-@pytest.fixture
-def broker(tmp_path):
-    brokers = []
-
-    def start(**kw):
-        b = Mosquitto(tmp_path / f"mq{len(brokers)}", **kw)
-        brokers.append(b)
-        return b
-    yield start
-    for b in brokers:
-        b.stop()
-
-
-@pytest.fixture
-def collect():
-    collectors = []
-
-    def start(*args, **kw):
-        c = Collector(*args, **kw)
-        collectors.append(c)
-        return c
-    yield start
-    for c in collectors:
-        c.close()
 
 
 def test_records_arrive_in_the_documented_shape_from_real_bus_messages(spawn, tmp_path, broker, collect):
