@@ -15,7 +15,6 @@ import argparse
 import random
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
