@@ -227,8 +227,3 @@ def decode(topic: str, body: bytes) -> Message:
     except msgspec.DecodeError as e:
         raise MessageError("garbage", str(e)) from None
     return Message(topic, env.src, env.seq, env.ts, data)
-
-
-def to_builtins(data: Data) -> dict:
-    """Plain dicts and lists (for JSON output, record building and tests)."""
-    return msgspec.to_builtins(data)

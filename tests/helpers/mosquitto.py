@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -127,7 +126,3 @@ def wait_broker_gone(port: int, timeout: float = 5) -> bool:
         except OSError:
             return True
     return bool(wait_for(gone, timeout))
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,7 +27,3 @@ class Xvfb:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
-
-
-def enable_env(display: str) -> dict:
-    return {**os.environ, "DISPLAY": display}
