@@ -64,6 +64,11 @@ class LinkHealth:
             self.log.warning("link down on %s: %s", self.port, self.error)
             self._set("down")
 
+    def unreachable(self, detail: str) -> None:
+        """The port could not be opened: down, with one ``io`` counted per outage however often
+        the reopen is retried."""
+        self.fail("io", detail, lost=True, count=self.state != "down")
+
     def _set(self, state: str) -> None:
         self.state = state
         self.changed = True

@@ -75,7 +75,7 @@ class BmsReader:
             self.svc.log.info("opened %s", self.cfg.url)
             return True
         except LinkLost as e:
-            self.health.fail("io", str(e), lost=True, count=self.health.state != "down")
+            self.health.unreachable(str(e))
             self._tick()
             return False
 

@@ -77,7 +77,7 @@ class GpsReader:
             self.last_data_at = self.last_epoch_at = time.monotonic()
             return True
         except SourceLost as e:
-            self.health.fail("io", str(e), lost=True, count=self.health.state != "down")
+            self.health.unreachable(str(e))
             self._tick()
             return False
 
