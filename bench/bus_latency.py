@@ -12,7 +12,7 @@ import time
 
 from bench import Result, percentile, report
 from common.bus import Bus
-from tests.helpers.proc import free_port
+from harness.proc import free_port
 
 MESSAGES = 2000
 RATE_HZ = 200

@@ -19,8 +19,8 @@ from pathlib import Path
 import psutil
 
 from bench import Result, report
-from tests.helpers.proc import REPO, free_port, write_config
-from tests.helpers.xvfb import Xvfb
+from harness.proc import REPO, free_port, write_config
+from harness.xvfb import Xvfb
 
 SECONDS = 30
 LIMIT = 0.10

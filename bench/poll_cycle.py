@@ -17,7 +17,7 @@ from pathlib import Path
 from bench import Result, report
 from common.bus import Bus
 from common.config import load
-from tests.helpers.proc import REPO, free_port, write_config
+from harness.proc import REPO, free_port, write_config
 
 BAUD = 9600
 DELAY_S = 0.020

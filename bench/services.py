@@ -24,9 +24,9 @@ import psutil
 from bench import Result, percentile, report
 from common.bus import Bus
 from common.config import load
-from tests.helpers.mosquitto import Mosquitto
-from tests.helpers.proc import REPO, free_port, write_config
-from tests.helpers.xvfb import Xvfb
+from harness.mosquitto import Mosquitto
+from harness.proc import REPO, free_port, write_config
+from harness.xvfb import Xvfb
 
 SECONDS = 60
 WARMUP_S = 10

@@ -20,11 +20,11 @@ import psutil
 
 from bench import Result, report
 from common.messages import BmsSnapshot, Message
+from harness.mosquitto import Collector, Mosquitto
+from harness.proc import REPO, write_config
+from harness.samples import UPLINK_FIX, uplink_pack
 from services.tb_uplink.outbox import Outbox
 from services.tb_uplink.records import build_record
-from tests.helpers.mosquitto import Collector, Mosquitto
-from tests.helpers.proc import REPO, write_config
-from tests.helpers.samples import UPLINK_FIX, uplink_pack
 
 RECORDS = 86_400
 TARGET_PER_S = 3000

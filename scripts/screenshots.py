@@ -16,9 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers.mosquitto import Mosquitto  # noqa: E402
-from tests.helpers.proc import free_port, write_config  # noqa: E402
-from tests.helpers.xvfb import Xvfb  # noqa: E402
+from harness.mosquitto import Mosquitto  # noqa: E402
+from harness.proc import free_port, write_config  # noqa: E402
+from harness.xvfb import Xvfb  # noqa: E402
 
 
 def main() -> None:

@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from tests.helpers.mosquitto import Collector, Mosquitto  # noqa: E402
-from tests.helpers.proc import Child, wait_for  # noqa: E402
-from tests.helpers.system import System  # noqa: E402
+from harness.mosquitto import Collector, Mosquitto  # noqa: E402
+from harness.proc import Child, wait_for  # noqa: E402
+from harness.system import System  # noqa: E402
 
 SERVICES = ["bms_reader", "gps_reader", "tb_uplink"]
 WARMUP_S = 60

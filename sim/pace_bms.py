@@ -36,7 +36,7 @@ def _text(value: str, size: int = 20) -> bytes:
 
 
 def _tail(size: int, pack: pace.AnalogPack) -> bytes:
-    """Extra bytes as field firmwares append them (shared/docs/pace_protocol.md §10.2)."""
+    """Extra bytes as field firmwares append them (docs/pace.md, "Extra bytes after each pack block")."""
     soc = round(pack.remaining_raw / pack.full_raw * 100) if pack.full_raw else 0
     design = (pack.design_raw or 0).to_bytes(2, "big")
     if size == 14:

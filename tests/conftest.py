@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from common.bus import Bus
-from tests.helpers.proc import Child
+from harness.proc import Child
 
 
 def _factory(make: Callable, close: Callable) -> Iterator[Callable]:
@@ -31,14 +31,14 @@ def spawn():
 @pytest.fixture
 def watch():
     """``watch(endpoints, topics)`` -> BusWatch; all are closed when the test ends."""
-    from tests.helpers.watch import BusWatch
+    from harness.watch import BusWatch
     yield from _factory(BusWatch, BusWatch.close)
 
 
 @pytest.fixture
 def broker(tmp_path):
     """``broker(**options)`` -> a private Mosquitto; all are stopped when the test ends."""
-    from tests.helpers.mosquitto import Mosquitto
+    from harness.mosquitto import Mosquitto
     count = iter(range(100))
     yield from _factory(lambda **kw: Mosquitto(tmp_path / f"mq{next(count)}", **kw), Mosquitto.stop)
 
@@ -46,7 +46,7 @@ def broker(tmp_path):
 @pytest.fixture
 def collect():
     """``collect(port, ...)`` -> a Collector (ThingsBoard's view); all are closed at the end."""
-    from tests.helpers.mosquitto import Collector
+    from harness.mosquitto import Collector
     yield from _factory(Collector, Collector.close)
 
 

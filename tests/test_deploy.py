@@ -7,7 +7,7 @@ import signal
 
 import psutil
 
-from tests.helpers.proc import REPO, wait_for
+from harness.proc import REPO, wait_for
 
 UNITS = sorted((REPO / "deploy/systemd").glob("*.service"))
 
@@ -28,7 +28,7 @@ def test_every_unit_runs_an_existing_module_with_absolute_paths_and_restarts():
 
 def test_respawn_passes_a_stop_to_its_child_so_systemd_kill_mode_process_leaves_no_orphan(spawn):
     # honcho export systemd writes KillMode=process: only the restart loop's shell gets SIGTERM.
-    loop = spawn([str(REPO / "scripts/respawn"), "python3", "-u", "-m", "tests.helpers.ticker", "x"])
+    loop = spawn([str(REPO / "scripts/respawn"), "python3", "-u", "-m", "harness.ticker", "x"])
     assert loop.wait_line(r"tick x \d+ 0", 10)
     child = psutil.Process(loop.pid).children()[0]
     os.kill(loop.pid, signal.SIGTERM)  # the shell only, not its process group

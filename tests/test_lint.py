@@ -2,10 +2,10 @@
 
 import subprocess
 
-from tests.helpers.proc import PY, REPO
+from harness.proc import PY, REPO
 
 
 def test_ruff_finds_nothing():
-    result = subprocess.run([PY, "-m", "ruff", "check", "common", "services", "sim", "tests", "bench", "scripts"],
+    result = subprocess.run([PY, "-m", "ruff", "check", "common", "services", "sim", "tests", "bench", "scripts", "harness"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -5,7 +5,7 @@ import signal
 
 import psutil
 
-from tests.helpers.proc import PY, REPO, python_module, wait_for, write_config
+from harness.proc import PY, REPO, python_module, wait_for, write_config
 
 RESTART = "exec scripts/respawn ${PYTHON:-.venv/bin/python} -m "
 
@@ -28,7 +28,7 @@ def _ticks(child, name):
 
 def test_killed_process_comes_back_alone_while_the_other_runs_on(tmp_path, spawn):
     procfile = tmp_path / "Procfile"
-    procfile.write_text("".join(f"{name}: {RESTART}tests.helpers.ticker {name}\n" for name in ("steady", "victim")))
+    procfile.write_text("".join(f"{name}: {RESTART}harness.ticker {name}\n" for name in ("steady", "victim")))
     honcho = spawn(python_module("honcho", "start", "-f", procfile, "-d", REPO), env={"PYTHON": PY})
     assert wait_for(lambda: _ticks(honcho, "steady") and _ticks(honcho, "victim"), 20), honcho.text()
     victim_pid = _ticks(honcho, "victim")[-1][1]

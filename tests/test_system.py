@@ -8,10 +8,10 @@ import time
 import psutil
 import pytest
 
-from tests.helpers.mosquitto import Collector, Mosquitto
-from tests.helpers.proc import REPO, python_module, wait_for
-from tests.helpers.system import System
-from tests.helpers.xvfb import Xvfb
+from harness.mosquitto import Collector, Mosquitto
+from harness.proc import REPO, python_module, wait_for
+from harness.system import System
+from harness.xvfb import Xvfb
 
 TOKEN = "TB-T0KEN-e2e-5ecret"
 HEADLESS = ["bms_sim", "gps_sim", "bms_reader", "gps_reader", "tb_uplink"]

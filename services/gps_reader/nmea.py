@@ -8,7 +8,7 @@ Epochs: a receiver sends a burst of sentences per fix. A sentence whose UTC time
 the epoch's starts a new epoch, and so does a second RMC/VTG/GGA/GLL/ZDA within one (no-fix
 sentences carry no time at all). The reader also closes an epoch when the line goes quiet.
 
-Validity (shared/docs/gps.md §1.2, §7): a fix is valid when some sentence says so (RMC or GLL
+Validity (docs/gps.md): a fix is valid when some sentence says so (RMC or GLL
 status A, GGA quality 1-5, 7 or 8) and none says otherwise (status V, mode indicator N or E,
 GGA quality 0 or 6, GSA fix type 1). Speed comes from RMC knots x 1.852 and, when the epoch's
 RMC has none, from VTG (its knots x 1.852, or its km/h field when only that is sent), so that

@@ -109,7 +109,7 @@ def main(svc: Service) -> None:
 def _screenshots(view, folder: Path):
     """A generator stepped once per frame: capture the driver page, then the detail page.
     Dear PyGui writes the capture during the next rendered frame, so each capture is followed by
-    frames before the page changes (shared/docs/stack.md §2)."""
+    frames before the page changes (docs/testing.md, "The GUI under Xvfb")."""
     import dearpygui.dearpygui as dpg
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from common.config import load
-from tests.helpers.proc import SHARED, free_port, python_module, write_config
+from harness.proc import DATA, free_port, python_module, write_config
 
 ANALOG_KEYS = ("cells_mv", "temps_c", "current_a", "voltage_v", "power_w", "remaining_ah", "full_ah", "design_ah",
                "cycles", "soc_pct", "soh_pct", "cell_min_mv", "cell_max_mv", "cell_delta_mv")
@@ -166,9 +166,9 @@ def test_field_quirks_through_the_service(spawn, tmp_path, watch):
 
 
 def test_reader_decodes_captured_frames_served_by_the_simulator(spawn, tmp_path, watch):
-    sim = Sim(spawn, tmp_path, "tcp", "--vectors", SHARED / "data/pace/vectors.json")
+    sim = Sim(spawn, tmp_path, "tcp", "--vectors", DATA / "pace/vectors.json")
     reader, bus = start_reader(spawn, tmp_path, sim, watch)
-    vectors = json.loads((SHARED / "data/pace/vectors.json").read_text())
+    vectors = json.loads((DATA / "pace/vectors.json").read_text())
     captured = [v for v in vectors if v["command"] == "42" and v.get("request_info") == "FF" and v["checksum_ok"]]
     want = {tuple(tuple(p["cells_mV"]) for p in v["expected"]["packs"]) for v in captured}
     assert bus.wait(lambda w: len(w.messages("bms.snapshot")) >= 2 * len(captured), 30), reader.text()

@@ -6,13 +6,13 @@ import pytest
 
 from common import messages
 from common.bus import EndpointError, check_endpoint
-from tests.helpers.proc import free_port, python_module, write_config
-from tests.helpers.samples import SAMPLES
+from harness.proc import free_port, python_module, write_config
+from harness.samples import SAMPLES
 
 
 def _publisher(spawn, tmp_path, endpoint, name="gps_reader", period=0.05):
     cfg = write_config(tmp_path / "c.yaml", bus={name: endpoint})
-    return spawn(python_module("tests.helpers.publish", name, "--config", cfg, "--period", period))
+    return spawn(python_module("harness.publish", name, "--config", cfg, "--period", period))
 
 
 def test_subscriber_started_before_its_publisher_receives_once_it_is_up(bus, spawn, tmp_path):
@@ -46,7 +46,7 @@ def test_publisher_killed_and_restarted_is_picked_up_by_the_same_subscriber(bus,
 def test_bad_bodies_are_counted_by_kind_and_skipped(bus, spawn):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = bus.subscriber([endpoint], [""])
-    spawn(python_module("tests.helpers.raw_sender", endpoint, "bad"))
+    spawn(python_module("harness.raw_sender", endpoint, "bad"))
     msg = sub.recv(20)
     assert msg is not None and msg.topic == "gps.fix" and msg.data == SAMPLES["gps.fix"]
     assert dict(sub.stats.bad) == {"garbage": 3, "version": 1, "shape": 2, "frames": 1, "topic": 2,
@@ -57,7 +57,7 @@ def test_bad_bodies_are_counted_by_kind_and_skipped(bus, spawn):
 def test_seq_gaps_are_counted(bus, spawn):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = bus.subscriber([endpoint], ["gps."])
-    spawn(python_module("tests.helpers.raw_sender", endpoint, "gaps"))
+    spawn(python_module("harness.raw_sender", endpoint, "gaps"))
     seqs = []
     while len(seqs) < 7:
         msg = sub.recv(20)
@@ -71,7 +71,7 @@ def test_seq_gaps_are_counted(bus, spawn):
 def test_drain_keeps_the_latest_message_of_each_topic(bus, spawn):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = bus.subscriber([endpoint], [""])
-    spawn(python_module("tests.helpers.raw_sender", endpoint, "drain"))
+    spawn(python_module("harness.raw_sender", endpoint, "drain"))
     latest = {}
     while "uplink.status" not in latest:
         msg = sub.recv(20)

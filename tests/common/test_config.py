@@ -3,7 +3,7 @@
 import pytest
 
 from common import config
-from tests.helpers.proc import REPO, python_module
+from harness.proc import REPO, python_module
 
 BAD = [
     # (id, file text, what the one line must name)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.helpers.proc import python_module, write_config
+from harness.proc import python_module, write_config
 
 HEADLESS = ["bms_reader", "gps_reader", "tb_uplink"]
 

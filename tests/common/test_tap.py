@@ -5,13 +5,13 @@ import subprocess
 
 import msgspec
 
-from tests.helpers.proc import PY, python_module, write_config
-from tests.helpers.samples import SAMPLES
+from harness.proc import PY, python_module, write_config
+from harness.samples import SAMPLES
 
 
 def _publishers(spawn, cfg):
     for name in ("bms_reader", "gps_reader", "tb_uplink"):
-        spawn(python_module("tests.helpers.publish", name, "--config", cfg, "--period", 0.05))
+        spawn(python_module("harness.publish", name, "--config", cfg, "--period", 0.05))
 
 
 def test_tap_prints_every_topic_as_json_lines_json_tool_accepts(tmp_path, spawn):

@@ -1,7 +1,7 @@
 """What gpsd reported for each epoch of a regression log (its .log.chk file), for comparison.
 
 gpsd prints several TPV reports per epoch. Those printed before the epoch's RMC/VTG arrived can
-carry a speed gpsd derived from successive positions (shared/data/nmea/README.md), which a
+carry a speed gpsd derived from successive positions (tests/data/nmea/README.md), which a
 reader must not imitate. So TPVs are grouped in runs of the same ``time``; the run's figure is
 its last TPV, and the run is marked ``from_receiver`` when an RMC or VTG line came in its span.
 """

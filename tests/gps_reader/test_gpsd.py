@@ -9,10 +9,10 @@ import threading
 import pytest
 
 from common.config import load
+from harness.proc import DATA, free_port, python_module, write_config
 from tests.gps_reader.test_reader import NmeaSim
-from tests.helpers.proc import SHARED, free_port, python_module, write_config
 
-LOG = SHARED / "data/nmea/garmin15x.log"
+LOG = DATA / "nmea/garmin15x.log"
 
 
 class FakeGpsd:

@@ -4,14 +4,14 @@ For every epoch in which gpsd reported the receiver's speed (a TPV after the epo
 the speed on the bus must agree with gpsd's (m/s x 3.6) to 0.01 km/h; where gpsd reported no
 speed, neither may we. TPVs printed before the epoch's RMC/VTG arrived carry speeds gpsd derived
 from positions (41 km/h on a walk in haicom-305N); they are not the receiver's and are not
-compared (shared/data/nmea/README.md).
+compared (tests/data/nmea/README.md).
 """
 
 import pytest
 
 from common.config import load
+from harness.proc import DATA, free_port, python_module, write_config
 from tests.gps_reader.gpsd_chk import runs
-from tests.helpers.proc import SHARED, free_port, python_module, write_config
 
 LOGS = ["bt451", "nl2008u", "haicom-305N", "humminbird-M37", "garmin15x", "nmea-fuzzy-cases"]
 
@@ -26,7 +26,7 @@ def test_replayed_log_speeds_agree_with_gpsd(spawn, tmp_path, watch, name):
     bus = watch([load(cfg).bus.gps_reader], ["gps."])
     reader = spawn(python_module("services.gps_reader", "--config", cfg))
     assert bus.wait_message("gps.link", timeout=20), reader.text()
-    spawn(python_module("sim.nmea", "--tcp", port, "--replay", SHARED / f"data/nmea/{name}.log",
+    spawn(python_module("sim.nmea", "--tcp", port, "--replay", DATA / f"nmea/{name}.log",
                         "--speed", 20, "--baud", 0))
     up = bus.wait_message("gps.link", lambda m: m.data.state == "up", timeout=20)
     done = bus.wait_message("gps.link", lambda m: m.data.state == "down" and m.data.sentences > 0,
@@ -38,7 +38,7 @@ def test_replayed_log_speeds_agree_with_gpsd(spawn, tmp_path, watch, name):
 
     used: set[int] = set()
     compared = 0
-    for run in runs(SHARED / f"data/nmea/{name}.log.chk"):
+    for run in runs(DATA / f"nmea/{name}.log.chk"):
         if run.time is None:
             continue
         match = next((i for i, f in enumerate(dated) if i not in used and abs(f.gps_utc - run.time) < 0.0005), None)

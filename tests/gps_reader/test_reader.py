@@ -7,7 +7,7 @@ import time
 import pytest
 
 from common.config import load
-from tests.helpers.proc import free_port, python_module, write_config
+from harness.proc import free_port, python_module, write_config
 
 
 class NmeaSim:

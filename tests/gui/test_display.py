@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from common.config import load
-from tests.helpers.proc import free_port, python_module, wait_for, write_config
-from tests.helpers.samples import UPLINK_FIX, UPLINK_SNAPSHOT
-from tests.helpers.xvfb import Xvfb
+from harness.proc import free_port, python_module, wait_for, write_config
+from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT
+from harness.xvfb import Xvfb
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def assert_not_blank(path: Path, width: int, height: int) -> None:
 @pytest.mark.parametrize(("width", "height", "theme"), [(800, 480, "dark"), (1024, 600, "light"), (1280, 720, "dark")])
 def test_gui_shows_what_was_published_and_screenshots_each_page(spawn, tmp_path, xvfb, width, height, theme):
     cfg = write_config(tmp_path / "c.yaml", gui={"width": width, "height": height, "theme": theme})
-    spawn(python_module("tests.helpers.feed", "--config", cfg, "--links", "--period", 0.1))
+    spawn(python_module("harness.feed", "--config", cfg, "--links", "--period", 0.1))
     dump, shots = tmp_path / "dump.json", tmp_path / "shots"
     gui = spawn(python_module("services.gui", "--config", cfg, "--dump", dump, "--screenshot", shots), env=xvfb.env())
     assert gui.wait(60) == 0, gui.text()
@@ -73,7 +73,7 @@ def test_bad_messages_are_counted_and_the_display_goes_on(spawn, tmp_path, xvfb)
     dump = tmp_path / "dump.json"
     gui = spawn(python_module("services.gui", "--config", cfg, "--dump", dump), env=xvfb.env())
     assert wait_for(dump.exists, 30), gui.text()
-    spawn(python_module("tests.helpers.raw_sender", endpoint, "bad"))
+    spawn(python_module("harness.raw_sender", endpoint, "bad"))
     shown = wait_for(lambda: (d := json.loads(dump.read_text()))["speed"] == "42" and d["errors"] and d, 20)
     assert shown, gui.text()
     # garbage 3, version 1, shape 2, frames 1; the unknown topics are not subscribed to and the 20 kB

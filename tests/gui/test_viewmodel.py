@@ -4,8 +4,8 @@ import msgspec
 import pytest
 
 from common import messages as m
+from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
 from services.gui.viewmodel import CYAN, GREEN, GREY, ORANGE, RED, YELLOW, ViewModel, temp_labels
-from tests.helpers.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
 
 
 def msg(topic, data):

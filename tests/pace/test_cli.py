@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from tests.helpers.proc import PY, REPO
+from harness.proc import PY, REPO
 from tests.pace.test_vectors import ANALOG, FRAMES, STATUS, VALID
 
 

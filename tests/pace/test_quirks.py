@@ -1,4 +1,4 @@
-"""The field quirks of shared/docs/pace_protocol.md §10, built with the package's own encoders."""
+"""The field quirks of docs/pace.md, built with the package's own encoders."""
 
 import pytest
 

@@ -1,6 +1,6 @@
-"""Every frame of shared/data/pace/vectors.json through splitter and decoders, against its expected values.
+"""Every frame of tests/data/pace/vectors.json through splitter and decoders, against its expected values.
 
-The tests read the file; no expected number is copied here. Conventions: shared/docs/pace_protocol.md §13.
+The tests read the file; no expected number is copied here. Conventions: tests/data/pace/README.md.
 """
 
 import json
@@ -9,9 +9,9 @@ import re
 import pytest
 
 from common import pace
-from tests.helpers.proc import SHARED
+from harness.proc import DATA
 
-VECTORS = json.loads((SHARED / "data/pace/vectors.json").read_text())
+VECTORS = json.loads((DATA / "pace/vectors.json").read_text())
 FRAMES = [v for v in VECTORS if not v.get("info_only")]
 VALID = [v for v in FRAMES if v["checksum_ok"] and v["lchksum_ok"] and v["length_ok"]]
 INVALID = [v for v in FRAMES if v not in VALID]

@@ -10,12 +10,12 @@ import time
 import pytest
 
 from common.messages import Message
+from harness.mosquitto import make_certs, wait_broker_gone
+from harness.proc import python_module, wait_for, write_config
+from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT
+from harness.watch import BusWatch
 from services.tb_uplink.outbox import Outbox
 from services.tb_uplink.records import build_record
-from tests.helpers.mosquitto import make_certs, wait_broker_gone
-from tests.helpers.proc import python_module, wait_for, write_config
-from tests.helpers.samples import UPLINK_FIX, UPLINK_SNAPSHOT
-from tests.helpers.watch import BusWatch
 
 TOKEN = "S3CRET-T0KEN-4711"
 
@@ -55,7 +55,7 @@ def test_records_arrive_in_the_documented_shape_from_real_bus_messages(spawn, tm
     mq = broker()
     sink = collect(mq.port)
     cfg = uplink_config(tmp_path, mq.port)
-    spawn(python_module("tests.helpers.feed", "--config", cfg, "--period", 0.1))
+    spawn(python_module("harness.feed", "--config", cfg, "--period", 0.1))
     uplink = spawn(python_module("services.tb_uplink", "--config", cfg))
     assert sink.wait_records(3, 20), uplink.text()
     ts, values = sink.snapshot()[-1]
@@ -81,7 +81,7 @@ def test_outage_every_record_made_meanwhile_arrives_in_order(spawn, tmp_path, br
     mq = broker(persistence=True)
     sink = collect(mq.port, client_id="tb-stand-in", clean=False)
     cfg = uplink_config(tmp_path, mq.port, upload_interval=0.2)
-    spawn(python_module("tests.helpers.feed", "--config", cfg, "--period", 0.05))
+    spawn(python_module("harness.feed", "--config", cfg, "--period", 0.05))
     uplink = spawn(python_module("services.tb_uplink", "--config", cfg))
     assert sink.wait_records(5, 20), uplink.text()
     mq.stop()
@@ -119,7 +119,7 @@ def test_kill_9_while_draining_a_backlog_loses_nothing(spawn, tmp_path, broker, 
 def test_power_loss_keeps_every_committed_record(spawn, tmp_path):
     db = tmp_path / "o.db"
     for round_ in range(5):
-        writer = spawn(python_module("tests.helpers.outbox_writer", db))
+        writer = spawn(python_module("harness.outbox_writer", db))
         assert writer.wait_line(r"^open ", 10)
         time.sleep(0.1 + 0.07 * round_)
         if round_ % 2:  # a copy of the files taken while a write is in progress
@@ -157,7 +157,7 @@ def test_wrong_password_keeps_queuing_and_resumes_when_the_config_is_fixed(spawn
     cfg = uplink_config(tmp_path, mq.port, auth="basic", username="car1", password="wrong-password")
     bus = BusWatch([__import__("common.config", fromlist=["load"]).load(cfg).bus.tb_uplink], ["uplink."])
     try:
-        spawn(python_module("tests.helpers.feed", "--config", cfg, "--period", 0.1))
+        spawn(python_module("harness.feed", "--config", cfg, "--period", 0.1))
         uplink = spawn(python_module("services.tb_uplink", "--config", cfg))
         refused = bus.wait_message("uplink.status", lambda m: m.data.queued >= 5 and m.data.error
                                    and "credentials rejected" in m.data.error, 30)
@@ -185,7 +185,7 @@ def test_tls_delivery_with_a_test_ca_and_a_client_certificate(spawn, tmp_path, b
     sink = collect(mq.port, tls=certs)
     cfg = uplink_config(tmp_path, mq.port, tls=True, ca_file=certs["ca"], cert_file=certs["client_cert"],
                         key_file=certs["client_key"])
-    spawn(python_module("tests.helpers.feed", "--config", cfg, "--period", 0.1))
+    spawn(python_module("harness.feed", "--config", cfg, "--period", 0.1))
     uplink = spawn(python_module("services.tb_uplink", "--config", cfg))
     assert sink.wait_records(3, 20), uplink.text()
 
@@ -195,7 +195,7 @@ def test_tls_server_certificate_for_another_name_is_refused(spawn, tmp_path, bro
     cfg = uplink_config(tmp_path, mq.port, tls=True, ca_file=certs["ca"])
     bus = BusWatch([__import__("common.config", fromlist=["load"]).load(cfg).bus.tb_uplink], ["uplink."])
     try:
-        spawn(python_module("tests.helpers.feed", "--config", cfg, "--period", 0.1))
+        spawn(python_module("harness.feed", "--config", cfg, "--period", 0.1))
         uplink = spawn(python_module("services.tb_uplink", "--config", cfg))
         status = bus.wait_message("uplink.status", lambda m: m.data.queued >= 3 and m.data.error, 20)
         assert status is not None, uplink.text()

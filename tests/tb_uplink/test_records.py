@@ -5,8 +5,8 @@ import pytest
 
 from common import fields
 from common.messages import GpsFix, Message
+from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
 from services.tb_uplink.records import Clock, build_record
-from tests.helpers.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
 
 NOW = 1_790_000_000.0
 
@@ -142,7 +142,7 @@ def test_a_boot_clock_is_never_trusted():
 
 
 def test_every_key_is_documented():
-    from tests.helpers.proc import REPO
+    from harness.proc import REPO
     text = (REPO / "docs/thingsboard.md").read_text()
     for key in [f.key for f in fields.PACK_FIELDS + fields.GPS_FIELDS] + list(fields.ORIGINAL_KEYS):
         assert f"`{key}`" in text, key

@@ -7,7 +7,7 @@ import time
 
 from common.bus import Bus
 from common.messages import Message
-from tests.helpers.proc import wait_for
+from harness.proc import wait_for
 
 
 class BusWatch:

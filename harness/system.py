@@ -8,8 +8,8 @@ import re
 import psutil
 
 from common.config import load
-from tests.helpers.proc import PY, free_port, python_module, write_config
-from tests.helpers.watch import BusWatch
+from harness.proc import PY, free_port, python_module, write_config
+from harness.watch import BusWatch
 
 MODULES = {"bms_reader": "services.bms_reader", "gps_reader": "services.gps_reader", "tb_uplink": "services.tb_uplink",
            "gui": "services.gui", "bms_sim": "sim.pace_bms", "gps_sim": "sim.nmea"}

@@ -1,4 +1,4 @@
-"""Test tools: free loopback ports, config files, and child processes with collected output."""
+"""Free loopback ports, config files, and child processes with collected output (tests, bench, scripts)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"  # the PACE vectors and NMEA logs, with their provenance
 PY = sys.executable
 
 
@@ -96,10 +96,15 @@ class Child:
             self.proc.send_signal(sig)
 
     def wait(self, timeout: float) -> int | None:
+        """The exit status, once the process has ended and all its output has been read (None if
+        it is still running after ``timeout``)."""
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        for reader in self._readers:
+            reader.join(10)
+        return status
 
     def finish(self) -> None:
         """Stop the child and everything it started, and close the pipes. A process manager

@@ -1,6 +1,6 @@
 """A third-party publisher built on plain pyzmq + msgpack, for feeding subscribers bad input.
 
-    python -m tests.helpers.raw_sender ENDPOINT SCENARIO
+    python -m harness.raw_sender ENDPOINT SCENARIO
 
 It binds an XPUB socket (wire-compatible with PUB) and waits for the first subscription, so
 nothing is lost to the slow-joiner effect, then sends the scenario's frames once and exits.
@@ -14,7 +14,7 @@ import msgpack
 import msgspec
 import zmq
 
-from tests.helpers.samples import SAMPLES
+from harness.samples import SAMPLES
 
 
 def body(topic: str, seq: int, v: int = 1, data=None) -> bytes:

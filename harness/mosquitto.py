@@ -10,7 +10,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from tests.helpers.proc import free_port, wait_for
+from harness.proc import free_port, wait_for
 
 
 class Mosquitto:

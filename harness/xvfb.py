@@ -1,4 +1,4 @@
-"""A private Xvfb display for GUI tests and benchmarks (shared/docs/stack.md §2)."""
+"""A private Xvfb display for GUI tests and benchmarks (docs/testing.md, "The GUI under Xvfb")."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.helpers.proc import wait_for
+from harness.proc import wait_for
 
 
 class Xvfb:

@@ -1,4 +1,4 @@
-"""Feeds the bus as bms_reader and gps_reader would: ``python -m tests.helpers.feed --config C [--period S]``.
+"""Feeds the bus as bms_reader and gps_reader would: ``python -m harness.feed --config C [--period S]``.
 
 Publishes UPLINK_SNAPSHOT, a bms.info and UPLINK_FIX (stamped with the current UTC) every period,
 from one process that binds both readers' endpoints (and with --links the link and uplink statuses,
@@ -11,7 +11,7 @@ import msgspec
 
 from common import messages
 from common.service import Service, run
-from tests.helpers.samples import UPLINK_FIX, UPLINK_SNAPSHOT
+from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT
 
 INFO = messages.BmsInfo(protocol_version="25", address=1, software_version="P16S100A-FEED-1.00",
                         bms_serial="FEEDBMS01", pack_serial="FEEDPACK01", pack_count=2)

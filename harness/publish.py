@@ -1,4 +1,4 @@
-"""A stand-in publisher process: ``python -m tests.helpers.publish NAME --config C [--period S]``.
+"""A stand-in publisher process: ``python -m harness.publish NAME --config C [--period S]``.
 
 Runs on the real service runner as NAME (bms_reader, gps_reader or tb_uplink), binds NAME's
 endpoint and publishes the sample message of each of NAME's topics every period.
@@ -8,7 +8,7 @@ import sys
 
 from common.messages import TOPICS
 from common.service import Service, run
-from tests.helpers.samples import SAMPLES
+from harness.samples import SAMPLES
 
 
 def main(svc: Service) -> None:

@@ -1,6 +1,6 @@
 """Writes records to an outbox as the uplink does, for power-loss tests.
 
-    python -m tests.helpers.outbox_writer DB
+    python -m harness.outbox_writer DB
 
 Loops: commit one record through Outbox.add and print "committed <ts_ms>"; then open a
 transaction, insert a record, print "open <ts_ms>" and hold the transaction for 50 ms before
