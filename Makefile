@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 DEBS_TEST := mosquitto mosquitto-clients xvfb xauth libgl1-mesa-dri libgl1 fonts-dejavu-core gpsd
 DEBS_DEMO := mosquitto fonts-dejavu-core
 
-.PHONY: demo test bench soak screenshots venv debs-test debs-demo clean
+.PHONY: demo test check bench soak screenshots venv debs-test debs-demo clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,10 @@ test: $(STAMP) debs-test
 	@$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit status 5)" >&2; fi; \
 	exit $$rc
+
+# The edit-test loop: the pure tests (no processes, brokers or displays), in seconds.
+check: $(STAMP)
+	$(VPY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP) debs-demo
 	scripts/demo

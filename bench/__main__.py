@@ -7,7 +7,8 @@ import platform
 
 from bench import report
 
-BENCHMARKS = ["bench.poll_cycle", "bench.uplink_drain", "bench.gui_cpu", "bench.services", "bench.bus_latency"]
+BENCHMARKS = ["bench.poll_cycle", "bench.uplink_drain", "bench.gui_cpu", "bench.services", "bench.bus_latency",
+              "bench.reactions"]
 
 
 def main() -> None:

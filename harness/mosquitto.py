@@ -61,6 +61,7 @@ class Collector:
         self.records: list[tuple[int, dict]] = []
         self.attributes: list[dict] = []
         self.payloads = 0
+        self.telemetry_sizes: list[int] = []  # bytes of each telemetry payload, in arrival order
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
         if username:
@@ -81,12 +82,21 @@ class Collector:
             self.payloads += 1
             if msg.topic.endswith("telemetry"):
                 self.records += [(r["ts"], r["values"]) for r in payload]
+                self.telemetry_sizes.append(len(msg.payload))
             else:
                 self.attributes.append(payload)
 
     def snapshot(self) -> list[tuple[int, dict]]:
         with self._lock:
             return list(self.records)
+
+    def has_all(self, stamps) -> bool:
+        """Whether a record with every one of these timestamps has arrived (cheap while too few have)."""
+        wanted = set(stamps)
+        with self._lock:
+            if len(self.records) < len(wanted):
+                return False
+            return wanted <= {ts for ts, _ in self.records}
 
     def wait_records(self, n: int, timeout: float) -> bool:
         return bool(wait_for(lambda: len(self.snapshot()) >= n, timeout))

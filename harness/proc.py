@@ -38,10 +38,11 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         time.sleep(interval)
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` merged into ``base`` (nested mappings key by key); returns ``base``."""
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            merge(base[key], value)
         else:
             base[key] = value
     return base
@@ -50,7 +51,7 @@ def _merge(base: dict, extra: dict) -> dict:
 def write_config(path: Path, **sections) -> Path:
     """A config file on free loopback bus ports, with ``sections`` merged over it."""
     cfg = {"bus": {name: f"tcp://127.0.0.1:{free_port()}" for name in ("bms_reader", "gps_reader", "tb_uplink")}}
-    path.write_text(yaml.safe_dump(_merge(cfg, sections)))
+    path.write_text(yaml.safe_dump(merge(cfg, sections)))
     return path
 
 

@@ -8,8 +8,9 @@ import re
 import psutil
 
 from common.config import load
-from harness.proc import PY, free_port, python_module, write_config
+from harness.proc import PY, free_port, merge, python_module, write_config
 from harness.watch import BusWatch
+from harness.witness import OutboxWitness
 
 MODULES = {"bms_reader": "services.bms_reader", "gps_reader": "services.gps_reader", "tb_uplink": "services.tb_uplink",
            "gui": "services.gui", "bms_sim": "sim.pace_bms", "gps_sim": "sim.nmea"}
@@ -20,14 +21,15 @@ class System:
                  bms_args: str = "--packs 2 --events", gps_args: str = "--events --start-s 20",
                  display: str = "", **sections):
         self.bms_port, self.gps_port = free_port(), free_port()
-        self.cfg = write_config(tmp_path / "system.yaml", debug_output2=2, **{
+        self.outbox = OutboxWitness(tmp_path / "outbox.db")
+        self.cfg = write_config(tmp_path / "system.yaml", **merge({
+            "debug_output2": 2,
             "bms_reader": {"connection_type": "IP", "bms_ip": "127.0.0.1", "bms_port": self.bms_port,
                            "scan_interval": 0},
             "gps_reader": {"source": "tcp", "tcp_host": "127.0.0.1", "tcp_port": self.gps_port},
             "tb_uplink": {"host": "127.0.0.1", "port": broker_port, "token": token, "token_env": None,
-                          "outbox_path": str(tmp_path / "outbox.db"), "upload_interval": 0.5,
-                          "reconnect_max_s": 2},
-            **sections})
+                          "outbox_path": str(self.outbox.path), "upload_interval": 0.5,
+                          "reconnect_max_s": 2}}, sections))
         env = {"PYTHON": PY, "PACE_CONFIG": str(self.cfg), "BMS_SIM_PORT": str(self.bms_port),
                "GPS_SIM_PORT": str(self.gps_port), "BMS_SIM_ARGS": bms_args, "GPS_SIM_ARGS": gps_args,
                "DISPLAY": display}
@@ -50,7 +52,8 @@ class System:
         return out
 
     def records(self) -> list[int]:
-        return [int(line.split("record ts=")[1].split()[0]) for line in self.lines("tb_uplink") if "record ts=" in line]
+        """The timestamps of every record the uplink has committed to its outbox."""
+        return self.outbox.made()
 
     def pid(self, name: str) -> int | None:
         """The pid of the python process running ``name`` (not its restart loop)."""

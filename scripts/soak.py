@@ -84,7 +84,7 @@ def main() -> None:
             end_rss = {name: psutil.Process(system.pid(name)).memory_info().rss for name in SERVICES}
             end_pids = {name: system.pid(name) for name in SERVICES}
             made = system.records()
-            wait_for(lambda: set(made) <= {ts for ts, _ in sink.snapshot()}, 120)
+            wait_for(lambda: sink.has_all(made), 120)
             delivered = {ts for ts, _ in sink.snapshot()} & set(made)
             restarts = {}
             for line in system.honcho.text():

@@ -122,6 +122,9 @@ class NmeaSource:
         self.port.send(b"".join(lines), self.args.baud)
 
     def drive(self) -> None:
+        """Send the route's epochs in real time. On TCP the drive starts when a reader connects,
+        so every epoch and fault reported went to a reader (after a ``close`` fault it goes on)."""
+        self.port.wait_for_peer()
         route = Route(self.args.start_s)
         period = 1.0 / self.args.rate
         start = time.monotonic()
@@ -140,17 +143,17 @@ class NmeaSource:
                 self.port.recv(min(left, 0.2))
 
     def replay(self, path: str) -> None:
-        """Send the log's sentences, pausing 1/--speed s after each RMC. On TCP the replay starts
-        when a reader connects, so nothing is sent into the void."""
+        """Send the log's sentences, pausing 1/--speed s after each RMC, and say when all have been
+        sent. On TCP the replay starts when a reader connects, so nothing is sent into the void."""
         lines = [line.strip() for line in Path(path).read_text(encoding="ascii", errors="replace").splitlines()
                  if line.startswith("$")]
-        while not self.port.has_peer():
-            self.port.recv(0.2)
+        self.port.wait_for_peer()
         while True:
             for line in lines:
                 self.port.send(line.encode("ascii") + b"\r\n", self.args.baud)
                 if line[3:6] == "RMC":
                     self.port.recv(1.0 / self.args.speed)
+            announce(event="replayed", sentences=len(lines))
             if not self.args.loop:
                 while True:
                     self.port.recv(1.0)

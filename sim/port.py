@@ -52,6 +52,10 @@ class SimPort(ABC):
         """Whether a reader is connected (a pty cannot tell, so it always says yes)."""
         return True
 
+    def wait_for_peer(self) -> None:
+        while not self.has_peer():
+            self.recv(0.2)
+
     def send(self, data: bytes, baud: int | None) -> bool:
         """Write ``data`` paced at ``baud`` (None = all at once). False if no reader is connected."""
         if not baud:

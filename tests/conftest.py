@@ -1,5 +1,10 @@
 """Fixtures shared by every test: child processes, bus watchers, brokers and collectors that never
-outlive their test, and a bus."""
+outlive their test, and a bus.
+
+A test that starts processes, brokers or displays (it uses one of PROCESS_FIXTURES) is marked
+``slow`` here, so ``make check`` (``-m "not slow"``) runs the pure tests in seconds; a pure test
+that is slow for another reason carries the mark itself.
+"""
 
 from collections.abc import Callable, Iterator
 
@@ -7,6 +12,14 @@ import pytest
 
 from common.bus import Bus
 from harness.proc import Child
+
+PROCESS_FIXTURES = {"spawn", "watch", "broker", "collect", "xvfb", "stack"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def _factory(make: Callable, close: Callable) -> Iterator[Callable]:

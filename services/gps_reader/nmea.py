@@ -6,7 +6,10 @@ is accepted (GP, GN, GL, IN ...): sentences are dispatched on their three-letter
 
 Epochs: a receiver sends a burst of sentences per fix. A sentence whose UTC time differs from
 the epoch's starts a new epoch, and so does a second RMC/VTG/GGA/GLL/ZDA within one (no-fix
-sentences carry no time at all). The reader also closes an epoch when the line goes quiet.
+sentences carry no time at all). The reader also closes an epoch when the line goes quiet; a
+stall inside the burst (a TCP bridge, Bluetooth, a busy host) can do that too early, so sentences
+that turn out to carry the time of the epoch just closed rejoin it, and it is published again
+complete. A line is only ever ended by CR or LF, never by a pause.
 
 Validity (docs/gps.md): a fix is valid when some sentence says so (RMC or GLL
 status A, GGA quality 1-5, 7 or 8) and none says otherwise (status V, mode indicator N or E,
@@ -112,6 +115,7 @@ class Epoch:
     time: dt.time | None = None
     by_type: dict[str, pynmea2.NMEASentence] = field(default_factory=dict)
     gsa: list[pynmea2.NMEASentence] = field(default_factory=list)
+    started_at: float | None = None  # when its first sentence arrived (system time), set by the reader
 
     def add(self, sentence: pynmea2.NMEASentence) -> None:
         kind = sentence.sentence_type
@@ -120,6 +124,11 @@ class Epoch:
         self.by_type[kind] = sentence
         if self.time is None:
             self.time = _time_of(sentence)
+
+    def absorb(self, later: Epoch) -> None:
+        """Take the sentences of ``later``, the rest of this epoch's burst."""
+        self.by_type.update(later.by_type)
+        self.gsa += later.gsa
 
 
 def _time_of(sentence) -> dt.time | None:
@@ -135,6 +144,7 @@ class EpochAssembler:
     def __init__(self) -> None:
         self.current: Epoch | None = None
         self.date: dt.date | None = None
+        self._closed: Epoch | None = None  # the epoch closed last, which late sentences may rejoin
 
     def add(self, sentence: pynmea2.NMEASentence) -> Epoch | None:
         kind = sentence.sentence_type
@@ -144,17 +154,33 @@ class EpochAssembler:
             new_time = t is not None and self.current.time is not None and t != self.current.time
             repeated = kind in EPOCH_TYPES and kind in self.current.by_type
             if new_time or repeated:
-                closed = self.current
-                self.current = None
+                closed = self._close()
         if self.current is None:
             self.current = Epoch()
         self.current.add(sentence)
         self._note_date(sentence)
+        self._rejoin()
         return closed
 
     def flush(self) -> Epoch | None:
-        closed, self.current = self.current, None
+        closed = self._close()
         return closed if closed and closed.by_type else None
+
+    def _close(self) -> Epoch | None:
+        self._closed, self.current = self.current, None
+        return self._closed
+
+    def _rejoin(self) -> None:
+        """An epoch that has just learnt its time and finds it is the time of the epoch closed
+        before it is the rest of that epoch's burst: the two become one again (unless both have
+        a sentence of the same fix type, which makes them two epochs of one second)."""
+        current, closed = self.current, self._closed
+        if closed is None or current is closed or current.time is None or current.time != closed.time:
+            return
+        if EPOCH_TYPES & current.by_type.keys() & closed.by_type.keys():
+            return
+        closed.absorb(current)
+        self.current, self._closed = closed, None
 
     def _note_date(self, sentence) -> None:
         kind = sentence.sentence_type

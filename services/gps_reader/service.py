@@ -2,7 +2,8 @@
 
 One gps.fix per fix epoch (services/gps_reader/nmea.py has the rules). An epoch is published
 when the next one starts or when the line has been quiet for QUIET_S, which at 9600 baud is
-just after the receiver's burst. With no epoch for ``stale_after_s`` the reader publishes
+just after the receiver's burst; if the quiet was a stall inside the burst, the epoch is
+published again when the rest of it has arrived. With no epoch for ``stale_after_s`` the reader publishes
 ``valid: false`` with unknown speed every second, and the link goes down. Bad input is counted
 by kind in gps.link and skipped; a lost port or gpsd connection is reopened with capped
 back-off; the service never exits for either.
@@ -39,7 +40,6 @@ class GpsReader:
         self.source = None
         self.splitter = nmea.LineSplitter()
         self.epochs = nmea.EpochAssembler()
-        self.epoch_started = time.time()
         self.sentences = 0
         self.bad_sentences = 0
         self.last_data_at = time.monotonic()
@@ -61,8 +61,10 @@ class GpsReader:
                 if data:
                     self.last_data_at = time.monotonic()
                     self._feed(data)
-                elif self._quiet() or getattr(self.source, "finished", False):
-                    self._feed_lines(self.splitter.flush())
+                elif getattr(self.source, "finished", False):
+                    self._feed_lines(self.splitter.flush())  # a log file may lack its last line end
+                    self._publish(self.epochs.flush())
+                elif self._quiet():
                     self._publish(self.epochs.flush())
                 self._check_stale()
                 self._tick()
@@ -119,15 +121,14 @@ class GpsReader:
 
     def _add(self, sentence) -> None:
         date = self.epochs.date
-        previous = self.epochs.current
         closed = self.epochs.add(sentence)
         if closed is not None:
             self._publish(closed, date)
             if isinstance(self.source, FileSource):
                 current = self.epochs.current
                 self.source.pace(_seconds(closed.time), _seconds(current.time if current else None), self._wait)
-        if self.epochs.current is not previous:
-            self.epoch_started = time.time()
+        if self.epochs.current.started_at is None:
+            self.epochs.current.started_at = time.time()
 
     def _bad(self, error: nmea.BadSentence) -> None:
         self.bad_sentences += 1
@@ -138,7 +139,7 @@ class GpsReader:
         if epoch is None:
             return
         fields = nmea.fix_fields(epoch, date or self.epochs.date)
-        self.pub.publish("gps.fix", messages.GpsFix(**fields), ts=self.epoch_started)
+        self.pub.publish("gps.fix", messages.GpsFix(**fields), ts=epoch.started_at)
         self.last_epoch_at = time.monotonic()
 
     def _check_stale(self) -> None:

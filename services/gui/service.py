@@ -19,7 +19,10 @@ from common.service import Service, Unavailable
 from services.gui.viewmodel import ViewModel
 
 TOPICS = ["bms.snapshot", "bms.link", "gps.fix", "gps.link", "uplink.status"]
+# --screenshot waits until every topic has been seen (or the longer bound has passed), and at least
+# the shorter one, so that the pictures show live values and a settled layout.
 SCREENSHOT_AFTER_S = 3.0
+SCREENSHOT_WAIT_S = 30.0
 # With render: on_change a frame is drawn when something shown changed, at least this often (so a
 # touch or key is handled), and at the full rate for a while after the pointer moved.
 IDLE_FRAME_S = 0.5
@@ -75,6 +78,7 @@ def main(svc: Service) -> None:
     dump_every = Every(0.5)
     started = time.monotonic()
     shots = _screenshots(view, Path(args.screenshot)) if args.screenshot else None
+    seen: set[str] = set()
     period = 1.0 / cfg.fps
     always = cfg.render == "always" or args.screenshot or args.dump
     last_frame, last_input, pointer = 0.0, 0.0, None
@@ -83,6 +87,7 @@ def main(svc: Service) -> None:
             frame_at = time.monotonic()
             for msg in sub.drain().values():
                 model.update(msg, frame_at)
+                seen.add(msg.topic)
             try:
                 view.draw(model.view(frame_at), errors + sum(sub.stats.bad.values()))
             except Exception as e:  # a drawing bug must not freeze the display on old values
@@ -99,11 +104,15 @@ def main(svc: Service) -> None:
                 view.dirty, last_frame = False, frame_at
             if args.dump and dump_every.due():
                 view.dump(args.dump)
-            if shots is not None and frame_at - started >= SCREENSHOT_AFTER_S and next(shots, "done") == "done":
+            if shots is not None and _shoot_now(frame_at - started, seen) and next(shots, "done") == "done":
                 break
             svc.wait(period - (time.monotonic() - frame_at))
     finally:
         dpg.destroy_context()
+
+
+def _shoot_now(running_s: float, seen: set[str]) -> bool:
+    return running_s >= SCREENSHOT_WAIT_S or (running_s >= SCREENSHOT_AFTER_S and seen >= set(TOPICS))
 
 
 def _screenshots(view, folder: Path):

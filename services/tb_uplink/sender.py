@@ -75,6 +75,7 @@ class Sender(threading.Thread):
         self._inflight: dict[int, InFlight] = {}
         self._sent_upto = 0
         self._live_sent: set[int] = set()
+        self._live_high = 0  # the newest record sent live: only a record newer than it is live
         self._suspect_upto = 0
         self._rewind_to: int | None = None
         self._next_attempt = 0.0
@@ -221,6 +222,7 @@ class Sender(threading.Thread):
         self.connected = False
         self._inflight.clear()
         self._live_sent.clear()
+        self._live_high = 0
         self._sent_upto = 0
         self._rewind_to = None
         if client is not None:
@@ -312,6 +314,7 @@ class Sender(threading.Thread):
             self._inflight[info.mid] = InFlight(ids, time.monotonic())
             if live:
                 self._live_sent.add(ids[0])
+                self._live_high = ids[0]
             else:
                 self._sent_upto = ids[-1]
                 self._live_sent = {i for i in self._live_sent if i > self._sent_upto}
@@ -321,7 +324,7 @@ class Sender(threading.Thread):
         live while a backlog drains; otherwise strictly oldest first. Returns (rows, live)."""
         if not self.limits.unlimited and not self._suspect_upto:
             newest = self.outbox.newest()
-            if newest and newest.id > self._sent_upto and newest.id not in self._live_sent:
+            if newest and newest.id > max(self._sent_upto, self._live_high):
                 return [newest], True
         one_by_one = self._suspect_upto > self._sent_upto
         return self.outbox.batch(self._sent_upto, self._max_bytes, max_points, skip=frozenset(self._live_sent),

@@ -41,9 +41,11 @@ class Sim:
 
 
 def start_reader(spawn, tmp_path, sim, watch, **section):
+    """The reader, started after a watcher of its bus (which then misses at most what the reader
+    publishes before the connection is up: bms.info again comes only a minute later)."""
     cfg = write_config(tmp_path / "c.yaml", bms_reader={**sim.section, "scan_interval": 0, **section})
-    reader = spawn(python_module("services.bms_reader", "--config", cfg))
-    return reader, watch([load(cfg).bus.bms_reader], ["bms."])
+    bus = watch([load(cfg).bus.bms_reader], ["bms."])
+    return spawn(python_module("services.bms_reader", "--config", cfg)), bus
 
 
 def analog_of(pack: dict) -> dict:
@@ -54,7 +56,7 @@ def analog_of(pack: dict) -> dict:
 def test_snapshots_on_the_bus_match_the_simulator_state(spawn, tmp_path, watch, transport):
     sim = Sim(spawn, tmp_path, transport, "--packs", 3, "--speedup", 40, "--seed", 7)
     reader, bus = start_reader(spawn, tmp_path, sim, watch)
-    assert bus.wait(lambda w: len(w.messages("bms.snapshot")) >= 6, 30), reader.text()
+    assert bus.wait(lambda w: len(w.messages("bms.snapshot")) >= 6, 60), reader.text()
     replies = {e["n"]: e for e in sim.events("reply")}
     checked = 0
     for snap in bus.messages("bms.snapshot")[1:]:
@@ -72,8 +74,8 @@ def test_snapshots_on_the_bus_match_the_simulator_state(spawn, tmp_path, watch, 
     assert checked >= 5
     values = {tuple(p["cells_mv"]) for e in replies.values() if e["command"] == "42" for p in e["packs"]}
     assert len(values) > 3, "the simulated values should evolve"
-    info = bus.wait_message("bms.info", timeout=5)
-    assert info.data.software_version == "P16S100A-SIM-1.00" and info.data.pack_count == 3
+    info = bus.wait_message("bms.info", timeout=90)
+    assert info is not None and info.data.software_version == "P16S100A-SIM-1.00" and info.data.pack_count == 3
     assert info.data.bms_serial == "SIMBMS0000000007" and info.data.protocol_version == "25"
 
 
@@ -86,22 +88,18 @@ def _builtins(data):
 def test_link_goes_down_when_the_simulator_dies_and_up_when_it_returns(spawn, tmp_path, watch, transport):
     sim = Sim(spawn, tmp_path, transport, "--packs", 2)
     reader, bus = start_reader(spawn, tmp_path, sim, watch)
-    assert bus.wait_message("bms.link", lambda m: m.data.state == "up", 20), reader.text()
+    # How soon the link goes down and up again is measured in bench/reactions.py.
+    assert bus.wait_message("bms.link", lambda m: m.data.state == "up", 60), reader.text()
     sim.child.signal(signal.SIGKILL)
+    assert sim.child.wait(30) == -signal.SIGKILL
     killed = time.monotonic()
-    down = bus.wait_message("bms.link", lambda m: m.data.state == "down", 10, after=killed)
-    assert down is not None
-    down_after = [t for t, m in bus.items("bms.link") if m is down][0] - killed
-    assert down_after < 2.0, f"down only {down_after:.2f} s after the simulator died"
+    down = bus.wait_message("bms.link", lambda m: m.data.state == "down", 60, after=killed)
+    assert down is not None, reader.text()
     assert down.data.errors.get("io", 0) >= 1
-    time.sleep(1.0)
     sim.start()
     returned = time.monotonic()
-    up = bus.wait_message("bms.link", lambda m: m.data.state == "up", 10, after=returned)
-    assert up is not None
-    up_after = [t for t, m in bus.items("bms.link") if m is up][0] - returned
-    assert up_after < 5.0, f"up only {up_after:.2f} s after the simulator returned"
-    assert bus.wait_message("bms.snapshot", timeout=5, after=returned)
+    assert bus.wait_message("bms.link", lambda m: m.data.state == "up", 60, after=returned), reader.text()
+    assert bus.wait_message("bms.snapshot", timeout=60, after=returned)
     assert reader.proc.poll() is None, "the reader must not exit"
 
 
@@ -112,20 +110,19 @@ FAULT_ORDER = ["no_answer", "corrupt", "checksum", "split", "junk", "rtn", "trun
 def test_every_injected_fault_is_counted_under_its_kind(spawn, tmp_path, watch, transport):
     faults = [arg for kind in FAULT_ORDER for arg in ("--fault", kind)]
     sim = Sim(spawn, tmp_path, transport, *faults, "--fault-every", 3, "--fault-limit", len(FAULT_ORDER))
-    reader, bus = start_reader(spawn, tmp_path, sim, watch, response_timeout_s=0.5)
-    assert sim.child.wait_line('"kind": "drop"', 90), sim.child.text()
+    reader, bus = start_reader(spawn, tmp_path, sim, watch)
+    assert sim.child.wait_line('"kind": "drop"', 120), sim.child.text()
     last_fault = time.monotonic()
     # After the last fault the next good cycles must be published.
-    assert bus.wait(lambda w: len([t for t, _ in w.items("bms.snapshot") if t > last_fault]) >= 3, 20)
+    assert bus.wait(lambda w: len([t for t, _ in w.items("bms.snapshot") if t > last_fault]) >= 3, 60)
     injected = sim.events("fault")
     assert [e["kind"] for e in injected] == FAULT_ORDER
     expected = {}
     for e in injected:
         if e["counted_as"]:
             expected[e["counted_as"]] = expected.get(e["counted_as"], 0) + 1
-    link = bus.wait_message("bms.link", timeout=5, after=time.monotonic())
-    assert link.data.errors == expected, (link.data.errors, expected)
-    assert link.data.state == "up"
+    link = bus.wait_message("bms.link", lambda m: m.data.errors == expected and m.data.state == "up", 30)
+    assert link is not None, (bus.messages("bms.link")[-1].data.errors, expected)
     snaps = bus.items("bms.snapshot")
     for e in injected:
         assert any(m.ts > e["t"] for _, m in snaps), f"no snapshot after the {e['kind']} fault"
@@ -136,7 +133,7 @@ def test_every_injected_fault_is_counted_under_its_kind(spawn, tmp_path, watch, 
 def test_a_failed_or_partial_cycle_never_publishes_zeros(spawn, tmp_path, watch, broken):
     sim = Sim(spawn, tmp_path, "tcp", "--fault", "rtn", "--fault-every", 1, "--fault-command", broken)
     reader, bus = start_reader(spawn, tmp_path, sim, watch)
-    link = bus.wait_message("bms.link", lambda m: m.data.errors.get("rtn", 0) >= 4, 20)
+    link = bus.wait_message("bms.link", lambda m: m.data.errors.get("rtn", 0) >= 4, 60)
     assert link is not None and link.data.state == "up"
     snaps = bus.messages("bms.snapshot")
     if broken == "42":
@@ -153,7 +150,7 @@ def test_field_quirks_through_the_service(spawn, tmp_path, watch):
     sim = Sim(spawn, tmp_path, "tcp", "--packs", 3, "--tail", 14, "--status-extra", 1, "--reply-adr", 0,
               "--offline", 2)
     reader, bus = start_reader(spawn, tmp_path, sim, watch)
-    snap = bus.wait_message("bms.snapshot", timeout=20)
+    snap = bus.wait_message("bms.snapshot", timeout=60)
     assert snap is not None, reader.text()
     p1, p2, p3 = snap.data.packs
     assert p2.online is False and p2.cells_mv == [] and p2.soc_pct is None and p2.current_a is None
@@ -161,8 +158,8 @@ def test_field_quirks_through_the_service(spawn, tmp_path, watch):
     for pack in (p1, p3):
         assert pack.online and len(pack.cells_mv) == 16 and pack.reported_soc_pct is not None
         assert pack.warnings is not None and len(pack.extra_hex) == 28
-    info = bus.wait_message("bms.info", timeout=10)
-    assert info.data.address == 0, "a reply address that differs from the request is accepted"
+    info = bus.wait_message("bms.info", timeout=90)
+    assert info is not None and info.data.address == 0, "a reply address that differs from the request is accepted"
 
 
 def test_reader_decodes_captured_frames_served_by_the_simulator(spawn, tmp_path, watch):
@@ -171,7 +168,7 @@ def test_reader_decodes_captured_frames_served_by_the_simulator(spawn, tmp_path,
     vectors = json.loads((DATA / "pace/vectors.json").read_text())
     captured = [v for v in vectors if v["command"] == "42" and v.get("request_info") == "FF" and v["checksum_ok"]]
     want = {tuple(tuple(p["cells_mV"]) for p in v["expected"]["packs"]) for v in captured}
-    assert bus.wait(lambda w: len(w.messages("bms.snapshot")) >= 2 * len(captured), 30), reader.text()
+    assert bus.wait(lambda w: len(w.messages("bms.snapshot")) >= 2 * len(captured), 60), reader.text()
     got = {tuple(tuple(p.cells_mv) for p in m.data.packs) for m in bus.messages("bms.snapshot")}
     assert got == want
 
@@ -180,7 +177,7 @@ def test_an_adapter_that_echoes_requests_and_a_long_reply(spawn, tmp_path, watch
     # 12 packs: a 1438-character reply, 1.5 s on the wire, longer than the 1 s response timeout.
     sim = Sim(spawn, tmp_path, "tcp", "--packs", 12, "--echo")
     reader, bus = start_reader(spawn, tmp_path, sim, watch)
-    snap = bus.wait_message("bms.snapshot", timeout=30)
+    snap = bus.wait_message("bms.snapshot", timeout=60)
     assert snap is not None and snap.data.pack_count == 12, reader.text()
-    link = bus.wait_message("bms.link", timeout=5, after=time.monotonic())
-    assert link.data.errors == {}, link.data.errors
+    link = bus.wait_message("bms.link", timeout=30, after=time.monotonic())
+    assert link is not None and link.data.errors == {}, link.data.errors

@@ -1,6 +1,7 @@
 """The bus with real sockets, the publisher or sender always in a separate process."""
 
 import signal
+import time
 
 import pytest
 
@@ -20,7 +21,7 @@ def test_subscriber_started_before_its_publisher_receives_once_it_is_up(bus, spa
     sub = bus.subscriber([endpoint], ["gps.fix"])
     assert sub.recv(0.3) is None
     _publisher(spawn, tmp_path, endpoint)
-    msg = sub.recv(15)
+    msg = sub.recv(60)
     assert msg is not None, "nothing arrived after the publisher started"
     assert msg.topic == "gps.fix" and msg.src == "gps_reader"
     assert msg.data == SAMPLES["gps.fix"]
@@ -30,16 +31,17 @@ def test_publisher_killed_and_restarted_is_picked_up_by_the_same_subscriber(bus,
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = bus.subscriber([endpoint], ["gps.fix"])
     first = _publisher(spawn, tmp_path, endpoint)
-    assert sub.recv(15) is not None
+    assert sub.recv(60) is not None
     for _ in range(5):
-        assert sub.recv(5) is not None
+        assert sub.recv(30) is not None
     first.signal(signal.SIGKILL)
-    assert first.wait(5) == -signal.SIGKILL
-    sub.drain()
+    assert first.wait(30) == -signal.SIGKILL
     _publisher(spawn, tmp_path, endpoint)
-    msg = sub.recv(15)
+    # The old process's last messages may still be on their way; the new one's seq starts at 0.
+    deadline = time.monotonic() + 60
+    while (msg := sub.recv(max(0.0, deadline - time.monotonic()))) is not None and msg.seq >= 5:
+        pass
     assert msg is not None, "the same subscriber got nothing from the restarted publisher"
-    assert msg.seq < 5, "seq should start again from 0 in the new process"
     assert sub.stats.restarts == 1
 
 

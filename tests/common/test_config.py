@@ -43,7 +43,7 @@ def test_bad_config_stops_with_status_2_and_one_line(tmp_path, spawn, service, c
     path = tmp_path / "config.yaml"
     path.write_text(text)
     child = spawn(python_module(module, "--config", path))
-    assert child.wait(20) == 2
+    assert child.wait(60) == 2
     lines = child.text("err")
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"{service}: config error: {path}: ")
@@ -53,7 +53,7 @@ def test_bad_config_stops_with_status_2_and_one_line(tmp_path, spawn, service, c
 
 def test_missing_file_stops_with_status_2_and_one_line(tmp_path, spawn):
     child = spawn(python_module("services.bms_reader", "--config", tmp_path / "nope.yaml"))
-    assert child.wait(20) == 2
+    assert child.wait(60) == 2
     assert child.text("err") == [f"bms_reader: config error: {tmp_path / 'nope.yaml'}: "
                                  "cannot read the config file: No such file or directory"]
 
@@ -111,6 +111,6 @@ def test_uplink_without_any_token_stops_with_one_line(tmp_path, spawn):
     path = tmp_path / "c.yaml"
     path.write_text(f"tb_uplink:\n  token_env: PACE_TEST_NO_SUCH_VARIABLE\n  outbox_path: {tmp_path}/o.db\n")
     child = spawn(python_module("services.tb_uplink", "--config", path))
-    assert child.wait(20) == 2
+    assert child.wait(60) == 2
     assert child.text("err") == ["tb_uplink: config error: tb_uplink.token: no ThingsBoard access token; set "
                                  "tb_uplink.token or the environment variable PACE_TEST_NO_SUCH_VARIABLE"]

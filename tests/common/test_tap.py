@@ -17,8 +17,8 @@ def _publishers(spawn, cfg):
 def test_tap_prints_every_topic_as_json_lines_json_tool_accepts(tmp_path, spawn):
     cfg = write_config(tmp_path / "c.yaml")
     _publishers(spawn, cfg)
-    tap = spawn(python_module("common.tap", "--config", cfg, "--count", 60, "--timeout", 30))
-    assert tap.wait(40) == 0, tap.text("err")
+    tap = spawn(python_module("common.tap", "--config", cfg, "--count", 60, "--timeout", 90))
+    assert tap.wait(120) == 0, tap.text("err")
     lines = tap.text("out")
     assert len(lines) == 60
     seen = {}
@@ -40,8 +40,8 @@ def test_tap_topic_prefix_filters(tmp_path, spawn):
     cfg = write_config(tmp_path / "c.yaml")
     _publishers(spawn, cfg)
     tap = spawn(python_module("common.tap", "--config", cfg, "--topic", "gps.", "--topic", "uplink.status",
-                              "--count", 30, "--timeout", 30))
-    assert tap.wait(40) == 0
+                              "--count", 30, "--timeout", 90))
+    assert tap.wait(120) == 0
     topics = {json.loads(line)["topic"] for line in tap.text("out")}
     assert topics == {"gps.fix", "gps.link", "uplink.status"}
 
@@ -49,6 +49,6 @@ def test_tap_topic_prefix_filters(tmp_path, spawn):
 def test_tap_fails_when_count_is_not_reached_before_timeout(tmp_path, spawn):
     cfg = write_config(tmp_path / "c.yaml")
     tap = spawn(python_module("common.tap", "--config", cfg, "--count", 1, "--timeout", 0.5))
-    assert tap.wait(20) == 1
+    assert tap.wait(60) == 1
     assert tap.text("out") == []
     assert any("got 0 of 1 messages" in line for line in tap.text("err"))

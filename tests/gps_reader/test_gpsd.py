@@ -10,7 +10,7 @@ import pytest
 
 from common.config import load
 from harness.proc import DATA, free_port, python_module, write_config
-from tests.gps_reader.test_reader import NmeaSim
+from tests.gps_reader.test_reader import NmeaSim, one_per_epoch
 
 LOG = DATA / "nmea/garmin15x.log"
 
@@ -18,7 +18,8 @@ LOG = DATA / "nmea/garmin15x.log"
 class FakeGpsd:
     """Answers like gpsd 3.x: VERSION on connect, DEVICES and WATCH after ?WATCH, then the device's
     NMEA with a TPV report now and then (which a client watching NMEA must skip). The first client
-    is cut off after a few sentences, as when gpsd restarts."""
+    is cut off after a few sentences, as when gpsd restarts; it is served once ``go`` is set, so
+    that the test's subscriber has joined the reader's bus first."""
 
     def __init__(self):
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -26,6 +27,7 @@ class FakeGpsd:
         self.watch_requests: list[str] = []
         self.sentences = [line for line in LOG.read_text().splitlines() if line.startswith("$")]
         self.clients = 0
+        self.go = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -47,7 +49,7 @@ class FakeGpsd:
             conn.sendall(json.dumps({"class": "WATCH", **watch}).encode() + b"\r\n")
             lines = self.sentences[:10] if number == 1 else self.sentences
             if number == 1:
-                threading.Event().wait(1.0)  # let the test's subscriber join the reader's bus first
+                self.go.wait(60)
             for i, line in enumerate(lines):
                 conn.sendall(line.encode() + b"\r\n")
                 if i % 7 == 0:
@@ -66,16 +68,19 @@ def test_gpsd_source_against_a_fake_gpsd(spawn, tmp_path, watch):
                                                             "gpsd_port": gpsd.port})
         bus = watch([load(cfg).bus.gps_reader], ["gps."])
         reader = spawn(python_module("services.gps_reader", "--config", cfg))
+        assert bus.wait_message("gps.link", timeout=60), reader.text()
+        gpsd.go.set()
         last_rmc = [line for line in gpsd.sentences if line[3:6] == "RMC"][-1]
         last_second = int(last_rmc.split(",")[1][4:6])
         assert bus.wait_message("gps.fix", lambda m: m.data.gps_utc and int(m.data.gps_utc) % 60 == last_second
-                                and gpsd.clients >= 2, 30), reader.text()
+                                and gpsd.clients >= 2, 60), reader.text()
         assert '"nmea":true' in gpsd.watch_requests[0] and gpsd.watch_requests[0].startswith("?WATCH=")
         assert gpsd.clients >= 2, "the reader must reconnect after gpsd closed the first connection"
         down = [m for m in bus.messages("gps.link") if m.data.state == "down"]
         assert down and down[0].data.errors.get("io") == 1
         rmc_knots = [float(line.split(",")[7]) for line in gpsd.sentences if line[3:6] == "RMC"]
-        speeds = [m.data.speed_km_h for m in bus.messages("gps.fix") if m.data.speed_km_h is not None]
+        fixes = one_per_epoch(m.data for m in bus.messages("gps.fix"))
+        speeds = [f.speed_km_h for f in fixes if f.speed_km_h is not None]
         assert speeds[-len(rmc_knots):] == [round(k * 1.852, 3) for k in rmc_knots], "gpsd's TPV speeds are not used"
         assert bus.messages("gps.link")[-1].data.bad_sentences == 0, "gpsd's JSON lines are not bad sentences"
     finally:
@@ -94,7 +99,7 @@ def test_gpsd_source_against_the_real_gpsd(spawn, tmp_path, watch):
     cfg = write_config(tmp_path / "c.yaml", gps_reader={"source": "gpsd", "gpsd_host": "127.0.0.1", "gpsd_port": port})
     bus = watch([load(cfg).bus.gps_reader], ["gps."])
     reader = spawn(python_module("services.gps_reader", "--config", cfg))
-    assert bus.wait(lambda w: len([m for m in w.messages("gps.fix") if m.data.speed_km_h]) >= 4, 40), reader.text()
+    assert bus.wait(lambda w: len([m for m in w.messages("gps.fix") if m.data.speed_km_h]) >= 4, 60), reader.text()
     truth = {e["utc"]: e for e in sim.events("epoch") if e["valid"]}
     # gpsd passes sentences on from when the client watches: the first epoch may lack its RMC (and date).
     dated = [m.data for m in bus.messages("gps.fix") if m.data.speed_km_h and m.data.gps_utc]

@@ -12,6 +12,7 @@ import pytest
 from common.config import load
 from harness.proc import DATA, free_port, python_module, write_config
 from tests.gps_reader.gpsd_chk import runs
+from tests.gps_reader.test_reader import one_per_epoch
 
 LOGS = ["bt451", "nl2008u", "haicom-305N", "humminbird-M37", "garmin15x", "nmea-fuzzy-cases"]
 
@@ -25,14 +26,18 @@ def test_replayed_log_speeds_agree_with_gpsd(spawn, tmp_path, watch, name):
         "source": "tcp", "tcp_host": "127.0.0.1", "tcp_port": port, "stale_after_s": 1})
     bus = watch([load(cfg).bus.gps_reader], ["gps."])
     reader = spawn(python_module("services.gps_reader", "--config", cfg))
-    assert bus.wait_message("gps.link", timeout=20), reader.text()
-    spawn(python_module("sim.nmea", "--tcp", port, "--replay", DATA / f"nmea/{name}.log",
-                        "--speed", 20, "--baud", 0))
-    up = bus.wait_message("gps.link", lambda m: m.data.state == "up", timeout=20)
-    done = bus.wait_message("gps.link", lambda m: m.data.state == "down" and m.data.sentences > 0,
-                            timeout=60) if up else None
-    assert done is not None, reader.text()
-    fixes = [m.data for m in bus.messages("gps.fix")]
+    assert bus.wait_message("gps.link", timeout=60), reader.text()
+    sim = spawn(python_module("sim.nmea", "--tcp", port, "--replay", DATA / f"nmea/{name}.log",
+                              "--speed", 20, "--baud", 0))
+    replayed = sim.wait_line(r'"event": "replayed", "sentences": (\d+)', 120)
+    assert replayed, sim.text()
+    # The link goes down once no epoch has come for stale_after_s, after the last epoch was
+    # published; a stall of the machine during the replay can do that too, but then not every
+    # sentence has been read yet.
+    sent = int(replayed.group(1))
+    done = bus.wait_message("gps.link", lambda m: m.data.state == "down" and m.data.sentences == sent, 60)
+    assert done is not None, (sent, bus.messages("gps.link")[-1:], reader.text())
+    fixes = one_per_epoch(m.data for m in bus.messages("gps.fix"))
     dated = [f for f in fixes if f.gps_utc is not None]
     assert dated, "no fix carried the receiver's time"
 

@@ -102,6 +102,38 @@ def test_a_new_utc_time_or_a_repeated_sentence_closes_the_epoch():
     assert assembler.add(nofix) is not None, "no-fix sentences have no time; a second RMC starts an epoch"
 
 
+def _feed(assembler, *bodies):
+    """Add each sentence; the epochs they closed."""
+    return [c for b in bodies if (c := assembler.add(nmea.parse_line(s(b))[0])) is not None]
+
+
+@pytest.mark.parametrize("stall_after", range(1, 4))
+def test_an_epoch_closed_early_by_a_stall_is_rejoined_by_the_rest_of_its_burst(stall_after):
+    # A stall inside the burst makes the reader flush the epoch; the rest of the burst carries the
+    # same UTC time (GGA) or none (VTG, GSA) and must end up in the same epoch, complete.
+    burst = [GGA.format(q=1), "GPGSA,A,3,02,05,12,,,,,,,,,,1.85,1.01,1.55", "GPVTG,90.0,T,,M,10.000,N,18.520,K,A",
+             rmc("10.000")]
+    assembler = nmea.EpochAssembler()
+    assert _feed(assembler, *burst[:stall_after]) == []
+    early = assembler.flush()
+    assert _feed(assembler, *burst[stall_after:]) == []
+    rejoined = assembler.flush()
+    assert rejoined is early and set(rejoined.by_type) == {"GGA", "GSA", "VTG", "RMC"}
+    fix = nmea.fix_fields(rejoined, assembler.date)
+    assert fix["valid"] and fix["speed_km_h"] == 18.52 and fix["sats"] == 8 and fix["gps_utc"] == 1795694400.0
+
+
+def test_two_epochs_of_one_second_stay_two_and_a_new_second_is_never_rejoined():
+    assembler = nmea.EpochAssembler()
+    _feed(assembler, rmc("10.000"))
+    first = assembler.flush()
+    _feed(assembler, rmc("12.000"))  # a second RMC with the same time: a new epoch, not the same one
+    second = assembler.flush()
+    assert second is not first and nmea.speed_km_h(second) == round(12 * 1.852, 3)
+    _feed(assembler, GGA.format(q=1).replace("120000.00", "120001.00"))
+    assert assembler.flush() is not second
+
+
 BAD = [
     (s(rmc())[:-2] + b"00", "checksum"),
     (s(rmc()).split(b"*")[0], "checksum"),  # no checksum at all

@@ -13,16 +13,46 @@ def decode(lines: list[str], *args) -> list[dict]:
     return [json.loads(line) for line in out.stdout.decode().splitlines()]
 
 
+# The replies the CLI decodes; others (control commands, vendor commands) are shown as raw INFO.
+DECODED = {"42", "44", "C1", "C2", "B1", "90", "A6"}
+
+
 def test_every_vector_frame_gives_one_json_line_ok_only_when_valid():
     # Alternate the three ways a CR shows up in a pasted line: missing, written as \r, or real.
     pasted = [v["frame"].rstrip("\r") + ("", "\\r", "\r")[i % 3] for i, v in enumerate(FRAMES)]
     results = decode(pasted)
     assert len(results) == len(FRAMES)
+    checked = {"refused": 0, "request": 0, "decoded": 0, "rejected layout": 0, "raw": 0, "unknown": 0}
     for vector, result in zip(FRAMES, results):
+        exp = vector["expected"]
         if vector not in VALID:
             assert result["ok"] is False and result["error"] in ("framing", "checksum") and result["detail"]
-        elif vector["direction"] == "request":
-            assert result["ok"] and result["direction"] == "request" and result["command"] == vector["command"]
+            checked["refused"] += 1
+            continue
+        if str(exp.get("spec_v25_decoder", "")).startswith("reject"):
+            # Another firmware's layout: refused, never misread as the v2.5 one.
+            assert result["ok"] is False and result["error"] == "decode", (vector["id"], result)
+            checked["rejected layout"] += 1
+            continue
+        if vector["command"] not in DECODED and vector["direction"] == "response" and not result["ok"]:
+            # A vendor command's reply that fits no layout the CLI knows: said so, not guessed into one.
+            assert result["error"] == "decode" and result["detail"], (vector["id"], result)
+            checked["unknown"] += 1
+            continue
+        assert result["ok"] is True, (vector["id"], result)
+        if "header" in exp:
+            assert (result["ver"], result["adr"], result["cid1"]) == (exp["header"]["ver"], exp["header"]["adr"],
+                                                                     exp["header"]["cid1"])
+        if vector["direction"] == "request":
+            assert result["direction"] == "request" and result["command"] == vector["command"]
+            checked["request"] += 1
+        elif vector["command"] in DECODED:
+            assert result["command"] == vector["command"], (vector["id"], result)
+            checked["decoded"] += 1
+        elif result["command"] is None:
+            assert result["info"] == vector["frame"][13:-5], (vector["id"], result)
+            checked["raw"] += 1
+    assert all(checked.values()), checked
 
 
 def test_analog_and_status_replies_are_guessed_and_decoded_to_contract_fields():

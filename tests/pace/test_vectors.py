@@ -186,15 +186,28 @@ def test_version_and_serial_replies(vector):
         assert serials.pack_serial == exp["second_20_chars_stripped"]
 
 
-def test_date_time_and_pack_count_replies():
-    for vector in REPLIES:
-        exp = vector["expected"]
-        if vector["command"] == "B1":
-            t = pace.decode_datetime(frame_of(vector))
-            assert (t.year, t.month, t.day, t.hour, t.minute, t.second) == tuple(
-                exp[k] for k in ("year", "month", "day", "hour", "minute", "second"))
-        if vector["command"] == "90":
-            assert pace.decode_pack_count(frame_of(vector)) == exp["pack_count"]
+CLOCKS = [v for v in REPLIES if v["command"] == "B1"]
+PACK_COUNTS = [v for v in REPLIES if v["command"] == "90"]
+
+
+@pytest.mark.parametrize("vector", CLOCKS, ids=ids(CLOCKS))
+def test_date_time_replies(vector):
+    exp = vector["expected"]
+    t = pace.decode_datetime(frame_of(vector))
+    assert (t.year, t.month, t.day, t.hour, t.minute, t.second) == tuple(
+        exp[k] for k in ("year", "month", "day", "hour", "minute", "second"))
+
+
+@pytest.mark.parametrize("vector", PACK_COUNTS, ids=ids(PACK_COUNTS))
+def test_pack_count_replies(vector):
+    assert pace.decode_pack_count(frame_of(vector)) == vector["expected"]["pack_count"]
+
+
+def test_the_vector_file_has_every_kind_of_frame_the_tests_rely_on():
+    # A parametrized test over an empty list is skipped, not failed: the data must be there.
+    kinds = {"valid": VALID, "invalid": INVALID, "requests": [v for v in VALID if v["direction"] == "request"],
+             "analog": ANALOG, "status": STATUS, "texts": TEXTS, "clocks": CLOCKS, "pack counts": PACK_COUNTS}
+    assert {name for name, found in kinds.items() if not found} == set()
 
 
 def test_a_v20_frame_with_another_layout_is_rejected_not_misread():

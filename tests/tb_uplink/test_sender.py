@@ -37,8 +37,25 @@ def test_newest_first_then_the_backlog_when_the_budget_is_limited(tmp_path):
     rows, live = s._next_rows(80)
     assert [r.id for r in rows] == ids[-1:] and live
     s._live_sent.add(ids[-1])
+    s._live_high = ids[-1]
     rows, live = s._next_rows(80)
     assert [r.id for r in rows] == ids[:-1] and not live
+
+
+def test_once_the_live_record_is_acknowledged_the_backlog_goes_in_batches_not_newest_first(tmp_path):
+    # The live record's PUBACK deletes it, so the backlog's newest row becomes the outbox's newest:
+    # it is not live (older than what was sent live), and must not drag the backlog out one by one.
+    s = sender(tmp_path, rate_limits="cloud")
+    ids = fill(s.outbox, 5)
+    rows, live = s._next_rows(80)
+    assert live
+    s._live_high = rows[0].id
+    s.outbox.accept([rows[0].id])
+    rows, live = s._next_rows(80)
+    assert [r.id for r in rows] == ids[:-1] and not live
+    newer = fill(s.outbox, 1)
+    rows, live = s._next_rows(80)
+    assert [r.id for r in rows] == newer and live, "a record made since is live again"
 
 
 def test_a_rate_limit_puback_pauses_and_keeps_the_rows(tmp_path):
