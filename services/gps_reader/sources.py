@@ -1,4 +1,4 @@
-"""Where NMEA comes from: a serial port or TCP stream (pyserial), a gpsd daemon, or a log file.
+"""Where NMEA comes from: a serial port (pyserial), a TCP stream, a gpsd daemon, or a log file.
 
 Every source has ``read(timeout) -> bytes`` (b"" when nothing came) and raises SourceLost when the
 port, the connection or the daemon went away; the reader then reopens it with back-off.
@@ -23,7 +23,7 @@ class SourceLost(Exception):
 
 
 class SerialSource:
-    """A serial device or any pyserial URL; source ``tcp`` is ``socket://host:port`` here."""
+    """A serial device or any pyserial URL (rfc2217://, socket://)."""
 
     def __init__(self, url: str, baud: int):
         self.name = url
@@ -52,21 +52,19 @@ class SerialSource:
             pass
 
 
-class GpsdSource:
-    """gpsd's JSON protocol: ?WATCH with "nmea": true makes gpsd pass the receiver's sentences on,
-    so the same validity and speed rules apply as for a direct port (its own TPV speeds may be
-    derived from positions). gpsd's JSON reports (VERSION, DEVICES, WATCH, ERROR) are lines that
-    start with '{'; the reader skips them."""
+class TcpSource:
+    """A TCP NMEA stream (a serial bridge, a phone app, a receiver with Wi-Fi). A plain socket:
+    pyserial's socket:// discards what has already arrived when it opens, which would drop the
+    first sentences a bridge sends on connect."""
 
-    WATCH = b'?WATCH={"enable":true,"nmea":true};\n'
-
-    def __init__(self, host: str, port: int):
-        self.name = f"gpsd://{host}:{port}"
+    def __init__(self, host: str, port: int, name: str | None = None, greeting: bytes = b""):
+        self.name = name or f"socket://{host}:{port}"
         try:
             self._sock = socket.create_connection((host, port), timeout=5)
-            self._sock.sendall(self.WATCH)
+            if greeting:
+                self._sock.sendall(greeting)
         except OSError as e:
-            raise SourceLost(f"cannot reach gpsd at {host}:{port}: {e}") from None
+            raise SourceLost(f"cannot connect to {self.name}: {e}") from None
 
     def read(self, timeout: float) -> bytes:
         try:
@@ -77,11 +75,23 @@ class GpsdSource:
         except OSError as e:
             raise SourceLost(f"{self.name}: {e}") from None
         if not data:
-            raise SourceLost(f"{self.name}: gpsd closed the connection")
+            raise SourceLost(f"{self.name}: the other end closed the connection")
         return data
 
     def close(self) -> None:
         self._sock.close()
+
+
+class GpsdSource(TcpSource):
+    """gpsd's JSON protocol: ?WATCH with "nmea": true makes gpsd pass the receiver's sentences on,
+    so the same validity and speed rules apply as for a direct port (its own TPV speeds may be
+    derived from positions). gpsd's JSON reports (VERSION, DEVICES, WATCH, ERROR) are lines that
+    start with '{'; the reader skips them."""
+
+    WATCH = b'?WATCH={"enable":true,"nmea":true};\n'
+
+    def __init__(self, host: str, port: int):
+        super().__init__(host, port, f"gpsd://{host}:{port}", self.WATCH)
 
 
 class FileSource:
@@ -121,11 +131,11 @@ class FileSource:
         pass
 
 
-def open_source(cfg) -> SerialSource | GpsdSource | FileSource:
+def open_source(cfg) -> SerialSource | TcpSource | FileSource:
     if cfg.source == "serial":
         return SerialSource(cfg.serial_port, cfg.baud)
     if cfg.source == "tcp":
-        return SerialSource(f"socket://{cfg.tcp_host}:{cfg.tcp_port}", cfg.baud)
+        return TcpSource(cfg.tcp_host, cfg.tcp_port)
     if cfg.source == "gpsd":
         return GpsdSource(cfg.gpsd_host, cfg.gpsd_port)
     return FileSource(cfg.file, cfg.replay_speed, cfg.loop_file)
