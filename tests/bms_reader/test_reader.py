@@ -181,3 +181,8 @@ def test_an_adapter_that_echoes_requests_and_a_long_reply(spawn, tmp_path, watch
     assert snap is not None and snap.data.pack_count == 12, reader.text()
     link = bus.wait_message("bms.link", timeout=30, after=time.monotonic())
     assert link is not None and link.data.errors == {}, link.data.errors
+    # Asked to stop while such a reply is coming in, it stops at once, not by the runner's deadline.
+    assert sim.child.wait_line('"event": "reply"', 60)
+    reader.signal(signal.SIGTERM)
+    assert reader.wait(60) == 0
+    assert any("bms_reader stopped" in line for line in reader.text("err")), reader.text()[-3:]

@@ -28,7 +28,7 @@ def test_replayed_log_speeds_agree_with_gpsd(spawn, tmp_path, watch, name):
     reader = spawn(python_module("services.gps_reader", "--config", cfg))
     assert bus.wait_message("gps.link", timeout=60), reader.text()
     sim = spawn(python_module("sim.nmea", "--tcp", port, "--replay", DATA / f"nmea/{name}.log",
-                              "--speed", 20, "--baud", 0))
+                              "--speed", 50, "--baud", 0))
     replayed = sim.wait_line(r'"event": "replayed", "sentences": (\d+)', 120)
     assert replayed, sim.text()
     # The link goes down once no epoch has come for stale_after_s, after the last epoch was

@@ -100,7 +100,7 @@ FAULTS = ["bad_checksum", "junk", "drop_sentence", "lose_fix"]
 
 def test_each_injected_fault_is_counted_and_a_lost_fix_is_unknown(spawn, tmp_path, watch):
     faults = [arg for kind in FAULTS for arg in ("--fault", kind)]
-    sim = NmeaSim(spawn, tmp_path, "tcp", "--start-s", 20, *faults, "--fault-every", 2, "--fault-limit", len(FAULTS))
+    sim = NmeaSim(spawn, tmp_path, "tcp", "--start-s", 20, *faults, "--fault-every", 1, "--fault-limit", len(FAULTS))
     reader, bus = start_reader(spawn, tmp_path, sim, watch)
     assert sim.child.wait_line('"kind": "lose_fix"', 60), sim.child.text()
     good = wait_index(bus, "gps.fix", lambda m: m.data.valid and m.data.speed_km_h)
