@@ -42,7 +42,7 @@ class Mosquitto:
                 return True
             except OSError:
                 return self.proc.poll() is not None
-        wait_for(listening, 10)
+        wait_for(listening, 30)
         if self.proc.poll() is not None:
             raise RuntimeError(f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()[-500:]}")
 
@@ -128,7 +128,7 @@ def make_certs(directory: Path) -> dict:
         "wrong_key": "wrong.key", "client_cert": "client.crt", "client_key": "client.key"}.items()}
 
 
-def wait_broker_gone(port: int, timeout: float = 5) -> bool:
+def wait_broker_gone(port: int, timeout: float = 30) -> bool:
     def gone():
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()

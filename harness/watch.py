@@ -19,7 +19,7 @@ class BusWatch:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
-        self._ready.wait(5)
+        self._ready.wait(30)
 
     def _run(self) -> None:
         with Bus() as bus:

@@ -18,7 +18,7 @@ class Xvfb:
         self.display = f":{self.number}"
         self.proc = subprocess.Popen(["Xvfb", self.display, "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not wait_for(lambda: Path(f"/tmp/.X11-unix/X{self.number}").exists(), 10):
+        if not wait_for(lambda: Path(f"/tmp/.X11-unix/X{self.number}").exists(), 30):
             raise RuntimeError(f"Xvfb did not start on {self.display}")
 
     def env(self) -> dict:

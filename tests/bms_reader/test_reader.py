@@ -29,7 +29,7 @@ class Sim:
     def start(self):
         where = ["--tcp", self.port] if self.transport == "tcp" else ["--pty", "--link", self.link]
         self.child = self.spawn(python_module("sim.pace_bms", *where, "--events", *self.args))
-        assert self.child.wait_line('"event": "listening"', 10), self.child.text()
+        assert self.child.wait_line('"event": "listening"', 60), self.child.text()
 
     def events(self, kind: str) -> list[dict]:
         out = []

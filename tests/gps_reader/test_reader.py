@@ -23,7 +23,7 @@ class NmeaSim:
     def start(self):
         where = ["--tcp", self.port] if self.transport == "tcp" else ["--pty", "--link", self.link]
         self.child = self.spawn(python_module("sim.nmea", *where, "--events", *self.args))
-        assert self.child.wait_line('"event": "listening"', 10), self.child.text()
+        assert self.child.wait_line('"event": "listening"', 60), self.child.text()
 
     def events(self, kind):
         return [e for e in map(json.loads, self.child.text("out")) if e["event"] == kind]
