@@ -11,15 +11,24 @@ What a subscriber can rely on, and what it must tolerate:
 * Messages sent while nobody is connected (or faster than a slow reader drains, past the high
   water mark) are dropped by ZeroMQ. Every message is a full snapshot re-sent every period, and
   ``seq`` gaps are counted, so loss is visible and heals by itself.
-* A body may be anything: not msgpack, too large, an unknown version, the wrong shape. Such a
-  message is counted under its kind, logged the first time that kind is seen, and skipped.
+* A body may be anything: not msgpack, too large, nested too deep, an unknown version, the
+  wrong shape. Such a message is counted under its kind, logged the first time that kind is
+  seen, and skipped.
+* Memory is bounded in bytes: ZeroMQ itself refuses a body over the socket cap (SOCKET_CAP_FACTOR
+  times ``max_message_bytes``, at least MIN_SOCKET_CAP) by closing that connection, which the
+  subscriber then reopens; a body between the limit and the cap is counted as ``too_large``; the
+  receive queue holds RECEIVE_BUDGET_BYTES worth of capped messages per publisher. ``drain``
+  reads at most DRAIN_MAX messages a call, so a flood cannot starve the service's own work.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import ipaddress
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,11 +41,13 @@ from common.messages import Message, MessageError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
-# libzmq drops the connection of a peer that sends more than this, before Python sees it; the
-# smaller configured limit is applied per message so that oversize bodies are counted.
-_HARD_MAX_MESSAGE_BYTES = 64 << 20
-_LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+DEFAULT_MAX_MESSAGE_BYTES = 256 << 10  # a 16-pack snapshot is about 10 KB
+SOCKET_CAP_FACTOR = 4
+MIN_SOCKET_CAP = 1 << 20
+RECEIVE_BUDGET_BYTES = 16 << 20
+DRAIN_MAX = 100
+IPC_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
+_LOOPBACK_NAMES = {"localhost": "127.0.0.1", "ip6-localhost": "::1"}
 
 OnPublish = Callable[[str, int, "messages.Data"], None]
 
@@ -45,41 +56,73 @@ class EndpointError(ValueError):
     """An endpoint string that is malformed or not allowed."""
 
 
+class BindError(EndpointError):
+    """An endpoint that cannot be bound (in use, no such directory, no such address)."""
+
+
 def check_endpoint(endpoint: str, allow_remote: bool = False) -> str:
-    """Return ``endpoint`` if it is a usable tcp:// or ipc:// endpoint, else raise EndpointError.
+    """Return ``endpoint`` in its canonical spelling if it is a usable tcp:// or ipc:// endpoint,
+    else raise EndpointError.
 
     A tcp endpoint must name a host and a port; binding to anything but a loopback address
     (``*``, ``0.0.0.0``, a LAN address) needs ``allow_remote``, so that a default install never
-    exposes battery data to the network.
+    exposes battery data to the network. The canonical spelling (``localhost`` as 127.0.0.1, the
+    port without leading zeros) lets two spellings of one endpoint be recognised as one. An ipc
+    path must fit a Unix socket address and lie in an existing directory.
     """
     if not isinstance(endpoint, str):
-        raise EndpointError(f"expected a string like tcp://127.0.0.1:7301, got {endpoint!r}")
+        raise EndpointError(f"expected a string like tcp://127.0.0.1:7301, got {_short(endpoint)}")
     if endpoint.startswith("ipc://"):
-        if len(endpoint) <= len("ipc://"):
-            raise EndpointError(f"{endpoint!r} has no path")
-        return endpoint
+        return _check_ipc(endpoint)
     if not endpoint.startswith("tcp://"):
-        raise EndpointError(f"{endpoint!r} is not tcp://host:port or ipc://path")
+        raise EndpointError(f"{_short(endpoint)} is not tcp://host:port or ipc://path")
     parts = urlsplit(endpoint)
     try:
         port = parts.port
     except ValueError:
         port = None
     host = parts.hostname
-    if not host or port is None or not 1 <= port <= 65535 or parts.path:
-        raise EndpointError(f"{endpoint!r} is not tcp://host:port with a port 1-65535")
+    if not host or port is None or not 1 <= port <= 65535 or parts.path or parts.query or parts.fragment:
+        raise EndpointError(f"{_short(endpoint)} is not tcp://host:port with a port 1-65535")
+    host = _LOOPBACK_NAMES.get(host, host)
     if not allow_remote and not _is_loopback(host):
-        raise EndpointError(f"{endpoint!r} is not a loopback address; set bus.allow_remote: true to expose it")
-    return endpoint
+        raise EndpointError(f"{_short(endpoint)} is not a loopback address; set bus.allow_remote: true to expose it")
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def _check_ipc(endpoint: str) -> str:
+    path = endpoint[len("ipc://"):]
+    if not path:
+        raise EndpointError(f"{_short(endpoint)} has no path")
+    if len(os.fsencode(path)) > IPC_PATH_MAX:
+        raise EndpointError(f"ipc path is {len(os.fsencode(path))} bytes; a Unix socket path holds {IPC_PATH_MAX}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise EndpointError(f"{_short(endpoint)}: the directory {os.path.dirname(os.path.abspath(path))} does not exist")
+    return f"ipc://{os.path.abspath(path)}"
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _ipc_in_use(path: str) -> bool:
+    """Whether a process is listening on this Unix socket path (binding would silently take it over)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 class Bus:
@@ -94,17 +137,27 @@ class Bus:
         sock = self._ctx.socket(kind)
         # A stopping service must not hang on unsent telemetry; the next snapshot replaces it.
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:port; IPv4 addresses work as before
         self._sockets.append(sock)
         return sock
 
     def publisher(self, endpoint: str, src: str, on_publish: OnPublish | None = None) -> Publisher:
+        """A PUB socket bound at ``endpoint``. Raises BindError (one line) when that cannot be."""
         sock = self._socket(zmq.PUB)
-        sock.bind(endpoint)
+        if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://"):]):
+            raise BindError(f"{endpoint} is in use by another process")
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            reason = "is in use by another process" if e.errno == errno.EADDRINUSE else f"cannot be bound: {e}"
+            raise BindError(f"{endpoint} {reason}") from None
         return Publisher(sock, src, on_publish)
 
     def subscriber(self, endpoints: Iterable[str], topics: Iterable[str] = ("",)) -> Subscriber:
         sock = self._socket(zmq.SUB)
-        sock.setsockopt(zmq.MAXMSGSIZE, _HARD_MAX_MESSAGE_BYTES)
+        cap = max(SOCKET_CAP_FACTOR * self.max_message_bytes, MIN_SOCKET_CAP)
+        sock.setsockopt(zmq.MAXMSGSIZE, cap)
+        sock.setsockopt(zmq.RCVHWM, max(4, RECEIVE_BUDGET_BYTES // cap))
         for prefix in topics:
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
         for endpoint in endpoints:
@@ -183,10 +236,14 @@ class Subscriber:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
-    def drain(self) -> dict[str, Message]:
-        """Read everything waiting without blocking; keep the latest message per topic."""
+    def drain(self, limit: int = DRAIN_MAX) -> dict[str, Message]:
+        """Read what is waiting without blocking, up to ``limit`` messages; keep the latest
+        message per topic. A flood is read over several calls, never all in one."""
         latest: dict[str, Message] = {}
-        while (msg := self.recv(0.0)) is not None:
+        for _ in range(limit):
+            msg = self.recv(0.0)
+            if msg is None:
+                break
             latest[msg.topic] = msg
         return latest
 

@@ -15,8 +15,11 @@ display, 2 also each ThingsBoard record), ``zero_pad_number_cells`` / ``zero_pad
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,7 +33,11 @@ Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
 Baud = Annotated[int, msgspec.Meta(ge=300, le=921600)]
 PadDigits = Annotated[int, msgspec.Meta(ge=0, le=4)]
 
-SECRET_KEYS = {"token", "password"}
+# Keys whose value is never printed: a secret, or where a secret is often pasted by mistake.
+SECRET_KEYS = {"token", "password", "token_file", "token_env", "password_file", "auth"}
+MAX_LINE_CHARS = 240
+MAX_ALIASES = 50
+MAX_DEPTH = 20
 
 
 class ConfigError(Exception):
@@ -53,14 +60,14 @@ class BusConfig(_Section):
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
         for name in PUBLISHERS:
-            endpoint = getattr(self, name)
             try:
-                check_endpoint(endpoint, self.allow_remote)
+                endpoint = check_endpoint(getattr(self, name), self.allow_remote)
             except EndpointError as e:
                 raise ValueError(f"bus.{name}: {e}") from None
             if endpoint in seen:
                 raise ValueError(f"bus.{name}: {endpoint} is already used by bus.{seen[endpoint]}")
             seen[endpoint] = name
+            setattr(self, name, endpoint)  # the canonical spelling, the same in every process
 
     def endpoint(self, publisher: str) -> str:
         return getattr(self, publisher)
@@ -116,9 +123,22 @@ class GpsReaderConfig(_Section):
             raise ValueError("gps_reader.file: source is file but no file is given")
 
 
+def is_loopback_host(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class TbUplinkConfig(_Section):
+    """``tls`` and ``port`` default by host: TLS on port 8883 for any server that is not on this
+    machine (the token must not cross a network in clear text), plain 1883 on loopback. A local
+    Community Edition server on the LAN without TLS needs an explicit ``tls: false``."""
+
     host: str = "mqtt.thingsboard.cloud"
-    port: Port = 1883
+    port: Port | None = None
     mqtt_protocol: Literal["mqttv5", "mqttv311"] = "mqttv5"
     auth: Literal["token", "basic"] = "token"
     token: str | None = None
@@ -128,7 +148,7 @@ class TbUplinkConfig(_Section):
     username: str | None = None
     password: str | None = None
     password_file: str | None = None
-    tls: bool = False
+    tls: bool | None = None
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -153,10 +173,17 @@ class TbUplinkConfig(_Section):
     def __post_init__(self) -> None:
         if not self.host:
             raise ValueError("tb_uplink.host: empty; give the ThingsBoard MQTT host name")
-        if self.cert_file and not self.tls:
-            raise ValueError("tb_uplink.cert_file: a client certificate needs tls: true")
+        if self.tls is None:
+            self.tls = not is_loopback_host(self.host)
+        if self.port is None:
+            self.port = 8883 if self.tls else 1883
+        for key in ("ca_file", "cert_file"):
+            if getattr(self, key) and not self.tls:
+                raise ValueError(f"tb_uplink.{key}: a certificate is only used with tls: true")
         if self.key_file and not self.cert_file:
             raise ValueError("tb_uplink.key_file: a key file needs cert_file")
+        if self.outbox_path.strip() in ("", ":memory:") or self.outbox_path.startswith("file:"):
+            raise ValueError("tb_uplink.outbox_path: must be a file path (records must survive a restart)")
 
 
 class GuiConfig(_Section):
@@ -179,7 +206,40 @@ class Config(_Section):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice (PyYAML silently keeps the last one)."""
+    """SafeLoader that refuses a key given twice (PyYAML silently keeps the last one), more than
+    MAX_ALIASES aliases or an alias to a node that holds aliases itself (the "billion laughs"
+    file: 739 bytes that expand to gigabytes), and nesting deeper than MAX_DEPTH."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+        self._holds_alias: set[int] = set()
+
+    def compose_node(self, parent, index):
+        is_alias = self.check_event(yaml.AliasEvent)
+        if is_alias:
+            self._check_alias(self.peek_event())
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if parent is not None and (is_alias or id(node) in self._holds_alias):
+            self._holds_alias.add(id(parent))
+        return node
+
+    def _check_alias(self, event) -> None:
+        self._aliases += 1
+        if self._aliases > MAX_ALIASES:
+            raise yaml.composer.ComposerError(None, None, f"more than {MAX_ALIASES} aliases", event.start_mark)
+        target = self.anchors.get(event.anchor)
+        if target is not None and id(target) in self._holds_alias:
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} refers to a node that holds "
+                                              "aliases itself", event.start_mark)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -193,24 +253,54 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load(path: str | os.PathLike) -> Config:
-    """Read and validate the config file. Raises ConfigError with a one-line message."""
-    name = str(path)
+    """Read and validate the config file. Raises ConfigError with a one-line message of at most
+    MAX_LINE_CHARS characters."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{name}: cannot read the config file: {getattr(e, 'strerror', None) or e}") from None
+        return _load(str(path))
+    except ConfigError as e:
+        raise ConfigError(one_line(str(e))) from None
+
+
+def one_line(text: str, limit: int = MAX_LINE_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 25] + f"... ({len(text)} characters)"
+
+
+def _load(name: str) -> Config:
+    text = read_small_file(name, "the config file")
     try:
         raw = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{name}: malformed YAML: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: malformed YAML: nested too deep") from None
     if raw is None:
-        raw = {}
+        raise ConfigError(f"{name}: the file has no settings; start from the shipped config.yaml")
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: expected a mapping of sections at the top, got {type(raw).__name__}")
     try:
         return msgspec.convert(raw, Config)
     except msgspec.ValidationError as e:
         raise ConfigError(f"{name}: {_explain(str(e), raw)}") from None
+
+
+MAX_FILE_BYTES = 1 << 20
+
+
+def read_small_file(name: str, what: str, show_path: bool = True) -> str:
+    """The text of a regular file of at most MAX_FILE_BYTES. Raises ConfigError: a FIFO or a
+    device would block the service before it has said anything. ``show_path`` False keeps the
+    path out of the message (a secret may have been pasted where the path belongs)."""
+    prefix = f"{name}: " if show_path else ""
+    try:
+        info = os.stat(name)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{prefix}{what} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"{prefix}{what} is too large ({info.st_size} bytes; at most {MAX_FILE_BYTES})")
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{prefix}cannot read {what}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
@@ -234,10 +324,21 @@ def _explain(text: str, raw: dict) -> str:
         return f"{key}: unknown key (known keys: {', '.join(_known_keys(path))})"
     if path and msg.startswith(f"{path}."):
         return msg  # a cross-field check already names its key
+    if path.rsplit(".", 1)[-1] in SECRET_KEYS:
+        # msgspec's own message may quote the value; say what is expected from the schema instead.
+        return f"{path} = <hidden>: expected {_expected(path)}"
     value = _lookup(raw, path)
-    shown = "<hidden>" if path.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
     expected = (msg[0].lower() + msg[1:]).replace("`", "").replace("object", "mapping")
-    return f"{path or '<top>'} = {shown}: {expected}"
+    return f"{path or '<top>'} = {one_line(repr(value), 60)}: {expected}"
+
+
+def _expected(path: str) -> str:
+    section, _, key = path.rpartition(".")
+    hint = typing.get_type_hints(_SECTIONS.get(section, Config)).get(key)
+    choices = [a for a in typing.get_args(hint) if isinstance(a, str)]
+    if typing.get_origin(hint) is Literal and choices:
+        return " or ".join(repr(c) for c in choices)
+    return "a string" if hint is not None else "a valid value"
 
 
 def _lookup(raw: Any, path: str) -> Any:
@@ -269,8 +370,8 @@ def read_secret(value: str | None, env: str | None, file: str | None) -> str | N
     """
     if file:
         try:
-            lines = Path(file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
+            lines = read_small_file(file, "the secret file", show_path=False).splitlines()
+        except ConfigError:
             return None
         first = lines[0].strip() if lines else ""
         return first or None

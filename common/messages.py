@@ -12,9 +12,11 @@ not, and readers ignore fields they do not know, so services can be upgraded one
 ``seq`` counts per publisher and topic from 0 at process start, so a gap means lost messages
 on that topic and a drop back means the publisher restarted.
 
-Names carry their units. A value that is unknown is None (msgpack nil), never 0.
-Publishers and subscribers both go through :func:`encode` / :func:`decode`, so what is sent
-is checked against the same definition that readers use.
+Names carry their units. A value that is unknown is None (msgpack nil), never 0; a number is
+finite (NaN and infinities do not fit the contract: a reader never has to guess what "nan %"
+means). Publishers and subscribers both go through :func:`encode` / :func:`decode`, so what is
+sent is checked against the same definition that readers use. A body nested deeper than the
+decoder can follow is refused as ``depth``; its size is bounded by the bus before it gets here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from typing import Annotated, Literal
 import msgspec
 
 ENVELOPE_VERSION = 1
+
+# A finite number: msgspec's range check is false for NaN and for the infinities.
+Number = Annotated[float, msgspec.Meta(ge=-1e15, le=1e15)]
 
 
 class MessageError(ValueError):
@@ -51,16 +56,16 @@ class Pack(Data):
     pack: int
     online: bool = True
     cells_mv: list[int] = []
-    temps_c: list[float] = []
-    current_a: float | None = None
-    voltage_v: float | None = None
-    power_w: float | None = None
-    remaining_ah: float | None = None
-    full_ah: float | None = None
-    design_ah: float | None = None
+    temps_c: list[Number] = []
+    current_a: Number | None = None
+    voltage_v: Number | None = None
+    power_w: Number | None = None
+    remaining_ah: Number | None = None
+    full_ah: Number | None = None
+    design_ah: Number | None = None
     cycles: int | None = None
-    soc_pct: float | None = None
-    soh_pct: float | None = None
+    soc_pct: Number | None = None
+    soh_pct: Number | None = None
     cell_min_mv: int | None = None
     cell_max_mv: int | None = None
     cell_delta_mv: int | None = None
@@ -75,15 +80,15 @@ class Pack(Data):
     charge_fet: bool | None = None
     discharge_fet: bool | None = None
     status_raw: dict[str, int] | None = None
-    reported_soc_pct: float | None = None
-    reported_soh_pct: float | None = None
+    reported_soc_pct: Number | None = None
+    reported_soh_pct: Number | None = None
     extra_hex: str | None = None
 
 
 class BmsSnapshot(Data):
     pack_count: int | None
     packs: list[Pack]
-    poll_s: float | None = None
+    poll_s: Number | None = None
 
 
 class BmsInfo(Data):
@@ -104,7 +109,7 @@ class Link(Data):
     state: LinkState
     port: str
     errors: dict[str, int] = {}
-    last_ok_ts: float | None = None
+    last_ok_ts: Number | None = None
     error: str | None = None
 
 
@@ -116,15 +121,15 @@ class GpsLink(Link):
 
 class GpsFix(Data):
     valid: bool
-    speed_km_h: float | None = None
-    course_deg: float | None = None
-    lat: float | None = None
-    lon: float | None = None
-    alt_m: float | None = None
+    speed_km_h: Number | None = None
+    course_deg: Number | None = None
+    lat: Number | None = None
+    lon: Number | None = None
+    alt_m: Number | None = None
     sats: int | None = None
-    hdop: float | None = None
+    hdop: Number | None = None
     fix_quality: int | None = None
-    gps_utc: float | None = None
+    gps_utc: Number | None = None
     mode: str | None = None
 
 
@@ -134,9 +139,9 @@ class UplinkStatus(Data):
     queued: int
     sent: int
     dropped: int
-    last_ack_ts: float | None = None
+    last_ack_ts: Number | None = None
     error: str | None = None
-    oldest_queued_age_s: float | None = None
+    oldest_queued_age_s: Number | None = None
     dead_letters: int = 0
     clock_source: str | None = None
     rate_limits: str | None = None
@@ -208,8 +213,9 @@ def decode(topic: str, body: bytes) -> Message:
     """Check and decode one body.
 
     Raises MessageError of kind ``topic`` (not in the contract), ``garbage`` (not a msgpack
-    envelope), ``version`` (a schema version this reader does not know) or ``shape`` (the data
-    does not fit the topic's definition).
+    envelope), ``depth`` (nested beyond what the decoder follows), ``version`` (a schema version
+    this reader does not know) or ``shape`` (the data does not fit the topic's definition, a
+    number that is not finite included).
     """
     spec = TOPICS.get(topic)
     if spec is None:
@@ -218,6 +224,8 @@ def decode(topic: str, body: bytes) -> Message:
         env = _envelope_decoder.decode(body)
     except msgspec.DecodeError as e:  # also ValidationError: not an envelope at all
         raise MessageError("garbage", f"not an envelope: {e}") from None
+    except RecursionError:
+        raise MessageError("depth", "nested deeper than the decoder follows") from None
     if env.v != spec.version:
         raise MessageError("version", f"{topic} version {env.v}, this reader knows {spec.version}")
     try:
@@ -226,4 +234,6 @@ def decode(topic: str, body: bytes) -> Message:
         raise MessageError("shape", f"{topic}: {e}") from None
     except msgspec.DecodeError as e:
         raise MessageError("garbage", str(e)) from None
+    except RecursionError:
+        raise MessageError("depth", f"{topic}: nested deeper than the decoder follows") from None
     return Message(topic, env.src, env.seq, env.ts, data)

@@ -59,6 +59,7 @@ class Service:
         self.bus = bus
         self.log = logging.getLogger(name)
         self._stop = threading.Event()
+        self._publisher: busmod.Publisher | None = None
 
     @property
     def section(self):
@@ -86,9 +87,15 @@ class Service:
                 return
 
     def publisher(self) -> busmod.Publisher:
-        """A PUB socket bound at this service's endpoint from the ``bus:`` section."""
-        echo = self._echo if self.config.debug_output2 >= 1 else None
-        return self.bus.publisher(self.config.bus.endpoint(self.name), self.name, on_publish=echo)
+        """The PUB socket bound at this service's endpoint from the ``bus:`` section (bound once;
+        the runner binds it before the service starts, so a bind problem is a config error)."""
+        if self._publisher is None:
+            echo = self._echo if self.config.debug_output2 >= 1 else None
+            try:
+                self._publisher = self.bus.publisher(self.config.bus.endpoint(self.name), self.name, on_publish=echo)
+            except busmod.BindError as e:
+                raise configmod.ConfigError(f"{self.args.config}: bus.{self.name}: {e}") from None
+        return self._publisher
 
     def subscriber(self, topics: Iterable[str]) -> busmod.Subscriber:
         """A SUB socket for these topics (or prefixes), connected to every publisher of them."""
@@ -127,6 +134,12 @@ def run(name: str, main: Callable[[Service], None], *,
     _setup_logging(name, logging.WARNING if quiet and config.debug_output == 0 else LOG_LEVELS[config.debug_output])
     bus = busmod.Bus(config.bus.max_message_bytes)
     svc = Service(name, config, args, bus)
+    if name in configmod.PUBLISHERS:
+        try:
+            svc.publisher()
+        except configmod.ConfigError as e:
+            bus.close()
+            _config_exit(name, e)
     _handle_signals(svc)
     status = 0
     svc.log.info("%s running (config %s)", name, args.config)

@@ -1,6 +1,7 @@
 """The whole system: simulators and every service under honcho (Procfile.demo), a real Mosquitto,
 the GUI under Xvfb. End to end, crash isolation, faults in one run, and what must never leak."""
 
+import ipaddress
 import json
 import time
 
@@ -130,6 +131,12 @@ def test_faults_in_one_run_every_service_keeps_running_and_nothing_is_lost(stack
                                    after=time.monotonic())
 
 
+def _loopback(ip: str) -> bool:
+    """127.0.0.1, ::1, or 127.0.0.1 as an IPv6 socket shows it (::ffff:127.0.0.1)."""
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
 def test_with_the_default_config_nothing_listens_beyond_loopback(spawn, tmp_path):
     display = Xvfb()
     try:
@@ -155,7 +162,7 @@ def test_with_the_default_config_nothing_listens_beyond_loopback(spawn, tmp_path
             return found
         # The three publishers' bus sockets and the two simulators' ports.
         assert wait_for(lambda: len(listening()) >= 5, 60), listening()
-        assert all(ip in ("127.0.0.1", "::1") for _, ip, _ in listening()), listening()
+        assert all(_loopback(ip) for _, ip, _ in listening()), listening()
         for child in children:
             assert not any(TOKEN in line for line in child.text())
     finally:

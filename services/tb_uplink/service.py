@@ -58,10 +58,16 @@ def host_addresses(server: str) -> dict[str, str]:
 
 
 def check_credentials(cfg: configmod.TbUplinkConfig) -> None:
-    """Stop at start when no credentials can be found at all (exit 2, one line)."""
+    """Stop at start when no credentials can be found at all (exit 2, one line). The line names
+    the keys, never their values: a token is often pasted into the wrong one."""
+    for key in ("token_file", "password_file"):
+        path = getattr(cfg, key)
+        if path:
+            configmod.read_small_file(path, f"tb_uplink.{key}", show_path=False)
     if cfg.auth == "token" and not configmod.read_secret(cfg.token, cfg.token_env, cfg.token_file):
-        where = f"tb_uplink.token_file {cfg.token_file}" if cfg.token_file else \
-            f"tb_uplink.token or the environment variable {cfg.token_env}" if cfg.token_env else "tb_uplink.token"
+        where = ("tb_uplink.token_file (the file is empty)" if cfg.token_file else
+                 "tb_uplink.token, or the environment variable tb_uplink.token_env names" if cfg.token_env
+                 else "tb_uplink.token")
         raise configmod.ConfigError(f"tb_uplink.token: no ThingsBoard access token; set {where}")
     if cfg.auth == "basic" and not cfg.username:
         raise configmod.ConfigError("tb_uplink.username: auth is basic but no username is set")

@@ -100,15 +100,18 @@ def test_publish_refuses_data_that_does_not_fit_its_topic(bus):
     assert unknown.value.kind == "topic"
 
 
-@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:7301", "tcp://localhost:1", "tcp://[::1]:80",
-                                      "ipc:///tmp/pace.sock"])
-def test_loopback_and_ipc_endpoints_are_accepted(endpoint):
-    assert check_endpoint(endpoint) == endpoint
+@pytest.mark.parametrize(("endpoint", "canonical"), [
+    ("tcp://127.0.0.1:7301", "tcp://127.0.0.1:7301"), ("tcp://localhost:1", "tcp://127.0.0.1:1"),
+    ("tcp://127.0.0.1:07301", "tcp://127.0.0.1:7301"), ("tcp://[::1]:80", "tcp://[::1]:80"),
+    ("ipc:///tmp/pace.sock", "ipc:///tmp/pace.sock")])
+def test_loopback_and_ipc_endpoints_are_accepted_in_their_canonical_spelling(endpoint, canonical):
+    assert check_endpoint(endpoint) == canonical
 
 
 @pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:7301", "tcp://*:7301", "tcp://192.168.1.5:7301",
                                       "tcp://127.0.0.1", "tcp://127.0.0.1:0", "tcp://127.0.0.1:99999",
-                                      "udp://127.0.0.1:5", "ipc://", "127.0.0.1:7301"])
+                                      "udp://127.0.0.1:5", "ipc://", "127.0.0.1:7301", "tcp://127.0.0.1:7301?x=1",
+                                      "tcp://127.0.0.1:7301#x", "ipc:///no/such/dir/pace", "ipc:///tmp/" + "x" * 120])
 def test_bad_or_exposed_endpoints_are_refused(endpoint):
     with pytest.raises(EndpointError):
         check_endpoint(endpoint)

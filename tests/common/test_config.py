@@ -1,8 +1,11 @@
 """Config validation: every bad file stops a service with status 2 and one line naming the problem."""
 
+import os
+
 import pytest
 
 from common import config
+from harness.hostile import ALIAS_BOMB, DEEP_NESTING, HUGE_VALUE
 from harness.proc import REPO, python_module
 
 BAD = [
@@ -27,7 +30,18 @@ BAD = [
     ("duplicate-key", "bms_reader:\n  bms_port: 1\n  bms_port: 2\n", "key 'bms_port' is given twice"),
     ("bool-for-int", "gui:\n  width: true\n", "gui.width = True"),
     ("file-without-path", "gps_reader:\n  source: file\n", "gps_reader.file"),
-    ("cert-without-tls", "tb_uplink:\n  cert_file: /x.pem\n", "tb_uplink.cert_file"),
+    ("cert-without-tls", "tb_uplink:\n  tls: false\n  cert_file: /x.pem\n", "tb_uplink.cert_file"),
+    ("ca-without-tls", "tb_uplink:\n  host: 127.0.0.1\n  ca_file: /ca.pem\n", "tb_uplink.ca_file"),
+    ("outbox-in-memory", "tb_uplink:\n  outbox_path: ':memory:'\n", "tb_uplink.outbox_path"),
+    ("empty-file", "# nothing but a comment\n", "the file has no settings"),
+    ("endpoint-twice-spelt-localhost", "bus:\n  gps_reader: tcp://localhost:7301\n", "bus.gps_reader"),
+    ("endpoint-twice-leading-zero", "bus:\n  gps_reader: tcp://127.0.0.1:07301\n", "bus.gps_reader"),
+    ("endpoint-query", "bus:\n  gps_reader: tcp://127.0.0.1:7399?x=1\n", "bus.gps_reader"),
+    ("ipc-missing-directory", "bus:\n  gps_reader: ipc:///no/such/dir/gps\n", "bus.gps_reader"),
+    ("ipc-path-too-long", f"bus:\n  gps_reader: ipc:///tmp/{'x' * 120}\n", "a Unix socket path holds 107"),
+    ("alias-bomb", ALIAS_BOMB, "aliases"),
+    ("deep-nesting", DEEP_NESTING, "nested deeper"),
+    ("huge-value", HUGE_VALUE, "bms_reader.bms_port"),
 ]
 
 
@@ -49,6 +63,7 @@ def test_bad_config_stops_with_status_2_and_one_line(tmp_path, spawn, service, c
     assert lines[0].startswith(f"{service}: config error: {path}: ")
     assert names in lines[0]
     assert "Traceback" not in lines[0] and child.text("out") == []
+    assert len(lines[0]) < 300
 
 
 def test_missing_file_stops_with_status_2_and_one_line(tmp_path, spawn):
@@ -86,10 +101,68 @@ def test_original_option_names_keep_their_meaning(tmp_path):
     assert config.load(path).bms_reader.url == "/dev/ttyUSB1"
 
 
-def test_empty_file_gives_the_documented_defaults(tmp_path):
+def test_an_empty_file_is_refused_not_taken_as_defaults(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("")
-    assert config.load(path) == config.Config()
+    with pytest.raises(config.ConfigError, match="the file has no settings"):
+        config.load(path)
+
+
+@pytest.mark.parametrize(("case", "names"), [("alias-bomb", "alias *b refers to a node that holds aliases"),
+                                              ("deep-nesting", "nested deeper than 20 levels")])
+def test_the_alias_bomb_and_deep_nesting_are_refused_before_anything_is_expanded(tmp_path, case, names):
+    # How fast: bench/config_refusal.py.
+    path = tmp_path / "c.yaml"
+    path.write_text(next(text for name, text, _ in BAD if name == case))
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert names in str(e.value) and len(str(e.value)) < 300
+
+
+def test_a_few_plain_aliases_are_fine(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("bms_reader: &bms\n  bms_port: 5000\n  connection_type: IP\n  bms_ip: 10.0.0.2\n"
+                    "gps_reader:\n  tcp_port: 5000\n")
+    assert config.load(path).bms_reader.bms_port == 5000
+
+
+def test_tls_is_on_by_default_for_any_server_that_is_not_this_machine(tmp_path):
+    path = tmp_path / "c.yaml"
+    for host, tls, port in (("mqtt.thingsboard.cloud", True, 8883), ("192.168.1.20", True, 8883),
+                            ("127.0.0.1", False, 1883), ("localhost", False, 1883), ("::1", False, 1883)):
+        path.write_text(f"tb_uplink:\n  host: '{host}'\n")
+        uplink = config.load(path).tb_uplink
+        assert (uplink.tls, uplink.port) == (tls, port), host
+    path.write_text("tb_uplink:\n  host: 192.168.1.20\n  tls: false\n")
+    assert (config.load(path).tb_uplink.tls, config.load(path).tb_uplink.port) == (False, 1883), "a local CE server"
+    assert config.load(REPO / "config.yaml").tb_uplink.tls, "the shipped config goes to the Cloud with TLS"
+
+
+def test_a_fifo_as_the_config_or_the_token_file_stops_with_a_line(tmp_path, spawn):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    child = spawn(python_module("services.bms_reader", "--config", fifo))
+    assert child.wait(60) == 2
+    assert child.text("err") == [f"bms_reader: config error: {fifo}: the config file is not a regular file"]
+    path = tmp_path / "c.yaml"
+    path.write_text(f"tb_uplink:\n  host: 127.0.0.1\n  token_file: {fifo}\n  outbox_path: {tmp_path}/o.db\n")
+    child = spawn(python_module("services.tb_uplink", "--config", path))
+    assert child.wait(60) == 2
+    assert child.text("err") == ["tb_uplink: config error: tb_uplink.token_file is not a regular file"]
+
+
+TOKEN = "Xy7TOKENpasted9Q"
+
+
+@pytest.mark.parametrize("key", ["token_file", "token_env", "auth"])
+def test_a_token_pasted_into_the_wrong_key_is_never_printed(tmp_path, spawn, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"tb_uplink:\n  host: 127.0.0.1\n  {key}: {TOKEN}\n  outbox_path: {tmp_path}/o.db\n")
+    child = spawn(python_module("services.tb_uplink", "--config", path), env={TOKEN: ""})
+    assert child.wait(60) == 2
+    lines = child.text()
+    assert len(lines) == 1 and f"tb_uplink.{key}" in lines[0] or "tb_uplink.token" in lines[0], lines
+    assert TOKEN not in "\n".join(lines)
 
 
 def test_secret_comes_from_file_then_environment_then_value(tmp_path, monkeypatch):
@@ -109,8 +182,9 @@ def test_secret_comes_from_file_then_environment_then_value(tmp_path, monkeypatc
 
 def test_uplink_without_any_token_stops_with_one_line(tmp_path, spawn):
     path = tmp_path / "c.yaml"
-    path.write_text(f"tb_uplink:\n  token_env: PACE_TEST_NO_SUCH_VARIABLE\n  outbox_path: {tmp_path}/o.db\n")
+    path.write_text(f"tb_uplink:\n  host: 127.0.0.1\n  token_env: PACE_TEST_NO_SUCH_VARIABLE\n"
+                    f"  outbox_path: {tmp_path}/o.db\n")
     child = spawn(python_module("services.tb_uplink", "--config", path))
     assert child.wait(60) == 2
     assert child.text("err") == ["tb_uplink: config error: tb_uplink.token: no ThingsBoard access token; set "
-                                 "tb_uplink.token or the environment variable PACE_TEST_NO_SUCH_VARIABLE"]
+                                 "tb_uplink.token, or the environment variable tb_uplink.token_env names"]
