@@ -3,11 +3,12 @@
 import signal
 import time
 
+import msgspec
 import pytest
 
 from common import messages
-from common.bus import EndpointError, check_endpoint
-from harness.proc import free_port, python_module, write_config
+from common.bus import DRAIN_MAX, EndpointError, check_endpoint
+from harness.proc import free_port, python_module, wait_for, write_config
 from harness.samples import SAMPLES
 
 
@@ -82,6 +83,39 @@ def test_drain_keeps_the_latest_message_of_each_topic(bus, spawn):
         latest.update(sub.drain())
     assert latest["bms.link"].seq == 9
     assert latest["gps.link"].seq == 4
+
+
+def test_drain_reads_at_most_its_limit_so_a_flood_cannot_hold_it(bus, spawn):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = bus.subscriber([endpoint], [""])
+    sender = spawn(python_module("harness.raw_sender", endpoint, "flood"))
+    assert sub.recv(60) is not None and sender.wait_line("flooding", 60)
+    reads = []
+
+    def drained_plenty():
+        before = sub.stats.received
+        sub.drain()
+        reads.append(sub.stats.received - before)
+        return sum(reads) > 10 * DRAIN_MAX
+    assert wait_for(drained_plenty, 60, interval=0.001), "the flood went on meanwhile"
+    assert max(reads) <= DRAIN_MAX, "each call reads at most its limit"
+
+
+def test_a_body_nested_1000_levels_deep_and_non_finite_numbers_are_counted(bus, spawn):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = bus.subscriber([endpoint], [""])
+    spawn(python_module("harness.raw_sender", endpoint, "deep"))
+    msg = sub.recv(60)
+    assert msg is not None and msg.seq == 1, "the good message after the deep one"
+    assert dict(sub.stats.bad) == {"depth": 1}
+    fix = messages.encode("gps.fix", "t", 0, 1.0, SAMPLES["gps.fix"])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        body = fix.replace(msgspec.msgpack.encode(SAMPLES["gps.fix"].speed_km_h), msgspec.msgpack.encode(bad))
+        with pytest.raises(messages.MessageError) as e:
+            messages.decode("gps.fix", body)
+        assert e.value.kind == "shape"
+    with pytest.raises(messages.MessageError):
+        bus.publisher(f"tcp://127.0.0.1:{free_port()}", "t").publish("gps.fix", messages.GpsFix(valid=True, lat=float("nan")))
 
 
 def test_publish_refuses_data_that_does_not_fit_its_topic(bus):
