@@ -35,7 +35,7 @@ def backlog(path: Path) -> int:
     now = time.time()
     snapshot = Message("bms.snapshot", "b", 0, now, BmsSnapshot(pack_count=1, packs=[uplink_pack(1)]))
     fix = Message("gps.fix", "b", 0, now, UPLINK_FIX)
-    _, values = build_record(snapshot, fix, now, 15, 0, 0, True, True)
+    _, values = build_record(snapshot, fix, 0, 0, True, True)
     box = Outbox(path)
     start_ms = int((now - RECORDS) * 1000)
     rows = []

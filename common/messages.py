@@ -145,6 +145,7 @@ class UplinkStatus(Data):
     dead_letters: int = 0
     clock_source: str | None = None
     rate_limits: str | None = None
+    outbox_state: Literal["ok", "full", "recovered", "failed"] = "ok"
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,27 @@
 """The durable outbox: every telemetry record is committed to SQLite before anything is sent.
 
     outbox(id, ts_ms, points, payload, attempts)   payload = '{"ts": ..., "values": {...}}'
-    dead_letter(... , reason, moved_at)            batches the server kept refusing
+    dead_letter(... , reason, moved_at)            records the server kept refusing, or unreadable
     meta(key, value)                               the dropped-record counter
 
 WAL journal. The writer commits each record in its own transaction with synchronous=FULL, so a
 record survives a crash or power cut once add() has returned. The sender's connection deletes
 acknowledged rows with synchronous=NORMAL: after a power cut a delete may be lost and the record
 sent again, which ThingsBoard absorbs (same ts overwrites). The queue is bounded by rows and by
-age; the oldest records go first and are counted in ``dropped``.
+age; the oldest records go first and are counted in ``dropped``. The files are created 0600
+(they hold the car's position track).
+
+Storage trouble is named by type: OutboxFull (the disk is full: the writer counts what it could
+not store, the sender keeps acknowledged rows out of its batches until it can delete them) and
+OutboxCorrupt (a damaged file: :func:`set_aside` moves it, with its WAL, out of the way for
+inspection, and :func:`salvage` copies every row that can still be read into a fresh outbox).
+``maintain`` checkpoints and truncates the WAL and, once the queue has drained, compacts the file.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -30,11 +39,31 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_ts ON outbox (ts_ms);
 """
+SUFFIXES = ("", "-wal", "-shm")
+WAL_LIMIT_BYTES = 1 << 20  # what a checkpoint leaves of the WAL file
+COMPACT_FREE_BYTES = 1 << 20  # free pages worth compacting away once the queue is empty
+SALVAGE_MISSES = 4096  # ids probed one by one past an unreadable one before giving up on a range
+_SQLITE_FULL, _SQLITE_CORRUPT, _SQLITE_NOTADB = 13, 11, 26
 _encode = msgspec.json.Encoder().encode
 
 
 class OutboxError(Exception):
-    """The outbox database cannot be opened or written (disk full, bad path, corrupt file)."""
+    """The outbox database cannot be opened or written (bad path, permissions, I/O error)."""
+
+
+class OutboxFull(OutboxError):
+    """The disk (or the file system's quota) is full."""
+
+
+class OutboxCorrupt(OutboxError):
+    """The file is damaged: not a database, a malformed page, a truncated file."""
+
+
+def _error(e: sqlite3.Error, doing: str, path: Path) -> OutboxError:
+    """The named error for an sqlite3 failure, classified by SQLite's result code."""
+    code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+    kind = {_SQLITE_FULL: OutboxFull, _SQLITE_CORRUPT: OutboxCorrupt, _SQLITE_NOTADB: OutboxCorrupt}.get(code, OutboxError)
+    return kind(f"cannot {doing} {path}: {e}")
 
 
 @dataclass(frozen=True)
@@ -45,19 +74,38 @@ class Row:
     payload: str
 
 
+def _private(path: Path) -> None:
+    """Create the database file 0600 if it is new (SQLite gives its WAL and SHM the same mode), and
+    tighten the mode of files an older version left readable by everyone."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for suffix in SUFFIXES:
+        try:
+            os.chmod(f"{path}{suffix}", 0o600)
+        except FileNotFoundError:
+            pass
+
+
 class Outbox:
     def __init__(self, path: str | Path, max_rows: int = 2_000_000, max_age_s: float = 30 * 86400,
                  durable: bool = True):
+        """Open (or create) the outbox. A file too damaged to open raises OutboxCorrupt; damage
+        deeper in the file is found when a read or write reaches it (no full check at start:
+        on an SD card that would take seconds per hundred megabytes)."""
         self.path = Path(path)
         self.max_rows, self.max_age_s = max_rows, max_age_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private(self.path)
+        except OSError as e:
+            raise OutboxError(f"cannot create the outbox {self.path}: {e.strerror or e}") from None
+        try:
             self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self.db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             self.db.executescript(SCHEMA)
         except sqlite3.Error as e:
-            raise OutboxError(f"cannot open the outbox {self.path}: {e}") from None
+            raise _error(e, "open the outbox", self.path) from None
 
     def close(self) -> None:
         self.db.close()
@@ -73,40 +121,60 @@ class Outbox:
             dropped = self.db.execute("DELETE FROM outbox WHERE id <= ?", (row_id - self.max_rows,)).rowcount
             dropped += self.db.execute("DELETE FROM outbox WHERE ts_ms < ?",
                                        (int((time.time() - self.max_age_s) * 1000),)).rowcount
-            if dropped:
-                self.db.execute("INSERT INTO meta (key, value) VALUES ('dropped', ?) "
-                                "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (dropped,))
+            self._count_dropped(dropped)
             self.db.execute("COMMIT")
             return row_id
         except sqlite3.Error as e:
             self._rollback()
-            raise OutboxError(f"cannot store a record in {self.path}: {e}") from None
+            raise _error(e, "store a record in", self.path) from None
+
+    def count_dropped(self, n: int) -> None:
+        """Add ``n`` records that were never stored (the disk was full) to the dropped counter."""
+        try:
+            self._count_dropped(n)
+        except sqlite3.Error as e:
+            raise _error(e, "count dropped records in", self.path) from None
+
+    def _count_dropped(self, n: int) -> None:
+        if n:
+            self.db.execute("INSERT INTO meta (key, value) VALUES ('dropped', ?) "
+                            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (n,))
 
     def batch(self, after_id: int, max_bytes: int, max_points: int, skip: frozenset[int] = frozenset(),
               limit: int = 500) -> list[Row]:
         """The oldest rows after ``after_id`` (minus ``skip``) that fit ``max_bytes`` of JSON array
-        and ``max_points`` data points; at least one row if any is waiting."""
+        and ``max_points`` data points; at least one row if any is waiting. A row whose payload can
+        no longer be read is moved to the dead-letter table, not sent."""
         rows, size, points = [], 2, 0
-        try:
-            found = self.db.execute("SELECT id, ts_ms, points, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-                                    (after_id, limit)).fetchall()
-        except sqlite3.Error as e:
-            raise OutboxError(f"cannot read {self.path}: {e}") from None
-        for row_id, ts_ms, pts, payload in found:
-            if row_id in skip:
+        for row in self._rows("WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)):
+            if row.id in skip:
                 continue
-            if rows and (size + len(payload) + 1 > max_bytes or points + pts > max_points):
+            if rows and (size + len(row.payload) + 1 > max_bytes or points + row.points > max_points):
                 break
-            rows.append(Row(row_id, ts_ms, pts, payload))
-            size, points = size + len(payload) + 1, points + pts
+            rows.append(row)
+            size, points = size + len(row.payload) + 1, points + row.points
         return rows
 
     def newest(self) -> Row | None:
+        found = self._rows("ORDER BY id DESC LIMIT 1", ())
+        return found[0] if found else None
+
+    def _rows(self, where: str, args: tuple) -> list[Row]:
         try:
-            found = self.db.execute("SELECT id, ts_ms, points, payload FROM outbox ORDER BY id DESC LIMIT 1").fetchone()
+            found = self.db.execute(f"SELECT id, ts_ms, points, CAST(payload AS BLOB) FROM outbox {where}",
+                                    args).fetchall()
         except sqlite3.Error as e:
-            raise OutboxError(f"cannot read {self.path}: {e}") from None
-        return Row(*found) if found else None
+            raise _error(e, "read", self.path) from None
+        rows, unreadable = [], []
+        for row_id, ts_ms, points, raw in found:
+            payload = _checked_payload(raw)
+            if payload is None:
+                unreadable.append(row_id)
+            else:
+                rows.append(Row(row_id, ts_ms, points, payload))
+        if unreadable:
+            self.reject(unreadable, "unreadable payload (damaged storage)", dead_after=0)
+        return rows
 
     def accept(self, ids: list[int]) -> None:
         """The server acknowledged these rows: delete them."""
@@ -116,7 +184,7 @@ class Outbox:
             self.db.execute("COMMIT")
         except sqlite3.Error as e:
             self._rollback()
-            raise OutboxError(f"cannot delete sent records from {self.path}: {e}") from None
+            raise _error(e, "delete sent records from", self.path) from None
 
     def reject(self, ids: list[int], reason: str, dead_after: int) -> int:
         """Count a failed attempt; rows that failed ``dead_after`` times move to dead_letter.
@@ -133,7 +201,7 @@ class Outbox:
             return moved
         except sqlite3.Error as e:
             self._rollback()
-            raise OutboxError(f"cannot count a failed attempt in {self.path}: {e}") from None
+            raise _error(e, "count a failed attempt in", self.path) from None
 
     def _rollback(self) -> None:
         try:
@@ -150,5 +218,120 @@ class Outbox:
             dropped = self.db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
             dead = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
         except sqlite3.Error as e:
-            raise OutboxError(f"cannot read {self.path}: {e}") from None
+            raise _error(e, "read", self.path) from None
         return queued, oldest, dropped[0] if dropped else 0, dead
+
+    def maintain(self, queued: int) -> None:
+        """Checkpoint the WAL into the database and truncate it; with nothing queued, give the
+        free pages back to the file system. Busy readers only postpone it to the next call."""
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if queued == 0:
+                free, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("freelist_count", "page_size"))
+                if free * size >= COMPACT_FREE_BYTES:
+                    self.db.execute("VACUUM")
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as e:
+            code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+            if code != 5:  # SQLITE_BUSY: another connection is reading; next time
+                raise _error(e, "compact", self.path) from None
+
+
+def _checked_payload(raw: bytes | None) -> str | None:
+    """The payload text if it is the JSON object a record was written as, else None."""
+    try:
+        text = raw.decode("utf-8")
+        record = json.loads(text)
+    except (AttributeError, UnicodeDecodeError, ValueError):
+        return None
+    return text if isinstance(record, dict) and "ts" in record and "values" in record else None
+
+
+def set_aside(path: str | Path) -> Path:
+    """Move a damaged outbox (and its WAL and SHM) to ``<path>.corrupt-<time>``, kept for
+    inspection. Returns the new name of the database file."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in SUFFIXES:
+        try:
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        except FileNotFoundError:
+            pass
+    return aside
+
+
+def salvage(aside: Path, into: Outbox) -> int:
+    """Copy every record that can still be read from the damaged file ``aside`` into ``into``, in
+    their order. Unreadable pages are stepped over: a range scan that fails goes on id by id. A
+    file SQLite will not open (a damaged header, a truncated file whose header promises more pages)
+    is read through a copy with a rebuilt header. Returns how many were saved; a full disk stops
+    the copy where it is."""
+    saved = _salvage_from(aside, into)
+    if saved == 0 and aside.exists():
+        repaired = _repaired_copy(aside)
+        try:
+            saved = _salvage_from(repaired, into)
+        finally:
+            repaired.unlink()
+    return saved
+
+
+def _salvage_from(path: Path, into: Outbox) -> int:
+    try:
+        old = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return 0
+    saved = 0
+    try:
+        for ts_ms, payload in _readable_rows(old):
+            into.add(ts_ms, json.loads(payload)["values"])
+            saved += 1
+    except OutboxError:
+        pass  # the new file cannot take more (a full disk): what is saved is saved
+    finally:
+        old.close()
+    return saved
+
+
+def _repaired_copy(path: Path) -> Path:
+    """A copy of ``path`` whose 100-byte header is rebuilt from what the file itself shows: page 1
+    (the schema) follows the header, and the page count follows from the file's length."""
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big") if len(data) >= 18 else 0
+    if page_size == 1:
+        page_size = 65536
+    if page_size < 512 or page_size & (page_size - 1):
+        page_size = 4096  # what SQLite creates the outbox with
+    pages = max(1, len(data) // page_size)
+    header = bytearray(100)
+    header[0:16] = b"SQLite format 3\0"
+    header[16:18] = (page_size if page_size < 65536 else 1).to_bytes(2, "big")
+    header[18:24] = bytes([1, 1, 0, 64, 32, 32])  # rollback journal, no reserved bytes, payload fractions
+    header[24:28] = (1).to_bytes(4, "big")  # change counter ...
+    header[28:32] = pages.to_bytes(4, "big")  # ... and the page count it vouches for
+    header[40:44] = (1).to_bytes(4, "big")  # schema cookie
+    header[44:48] = (4).to_bytes(4, "big")  # schema format
+    header[56:60] = (1).to_bytes(4, "big")  # UTF-8
+    header[92:96] = (1).to_bytes(4, "big")  # version-valid-for = change counter
+    header[96:100] = (3_040_001).to_bytes(4, "big")
+    data[:100] = header
+    copy = path.with_name(f"{path.name}.repair")
+    copy.write_bytes(bytes(data[:pages * page_size]))
+    os.chmod(copy, 0o600)
+    return copy
+
+
+def _readable_rows(db: sqlite3.Connection):
+    """(ts_ms, payload) of each readable, well-formed row, in id order."""
+    last, misses = 0, 0
+    while misses < SALVAGE_MISSES:
+        try:
+            for row_id, ts_ms, raw in db.execute(
+                    "SELECT id, ts_ms, CAST(payload AS BLOB) FROM outbox WHERE id > ? ORDER BY id", (last,)):
+                last, misses = row_id, 0
+                payload = _checked_payload(raw)
+                if payload is not None and isinstance(ts_ms, int):
+                    yield ts_ms, payload
+            return
+        except sqlite3.Error:
+            last, misses = last + 1, misses + 1  # step over the id the scan broke on

@@ -1,9 +1,11 @@
 """Telemetry records from the latest bus values, and the clock their timestamps come from.
 
-A record is ``(ts_ms, values)``: the values of the latest bms.snapshot and gps.fix that are not
-older than ``max_value_age_s``, keyed by common/fields.py; unknown values are left out. ``ts`` is
-the newest observation time among the sources used; the uplink makes no record when nothing was
-observed since the last one (ThingsBoard would overwrite it: same ts).
+A record is ``(ts, values)``: the values of the latest bms.snapshot and gps.fix that arrived no
+more than ``max_value_age_s`` ago, keyed by common/fields.py; unknown values are left out. ``ts``
+is the newest observation time among the sources used. :class:`RecordMaker` (a pure core the
+uplink feeds) makes a record only when something arrived since the last one (ThingsBoard would
+overwrite a repeated ts), and ages values by when they arrived on the monotonic clock: a step of
+the wall clock (NTP, a GPS-set clock) neither stops records nor makes fresh values stale.
 
 The Pi has no real-time clock: until NTP has synchronised it, or when it is more than 2 s off
 the receiver's UTC, its time is not to be trusted. Then timestamps are shifted by the offset
@@ -16,6 +18,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import ctypes.util
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -27,14 +30,15 @@ MAX_CLOCK_ERROR_S = 2.0
 OFFSET_FRESH_S = 30.0
 CONSISTENT_FIXES = 3
 EARLIEST_PLAUSIBLE = 1_577_836_800  # 2020-01-01: anything before is a boot clock, not the date
+RECORD_TOPICS = ("bms.snapshot", "gps.fix")
 
 
-def build_record(snapshot: Message | None, fix: Message | None, now: float, max_age_s: float,
-                 pad_cells: int, pad_packs: int, full: bool, alive: bool) -> tuple[float, dict] | None:
-    """(observation ts in s, values) or None when no fresh value is known."""
+def build_record(snapshot: Message | None, fix: Message | None, pad_cells: int, pad_packs: int, full: bool,
+                 alive: bool) -> tuple[float, dict] | None:
+    """(observation ts in s, values) of the given (fresh) messages, or None when they say nothing."""
     values: dict = {}
     seen: list[float] = []
-    if snapshot is not None and abs(now - snapshot.ts) <= max_age_s:
+    if snapshot is not None:
         data = snapshot.data
         if data.pack_count is not None:
             values["analog_data_packs"] = data.pack_count
@@ -45,7 +49,7 @@ def build_record(snapshot: Message | None, fix: Message | None, now: float, max_
             prefix = fields.pack_prefix(position, pad_packs)
             values.update({prefix + k: v for k, v in fields.pack_values(pack, pad_cells, full).items()})
         seen.append(snapshot.ts)
-    if fix is not None and abs(now - fix.ts) <= max_age_s:
+    if fix is not None:
         gps = fields.gps_values(fix.data, full)
         if gps:
             values.update(gps)
@@ -54,6 +58,35 @@ def build_record(snapshot: Message | None, fix: Message | None, now: float, max_
         return None
     values["alive"] = alive
     return max(seen), values
+
+
+class RecordMaker:
+    """The latest bms.snapshot and gps.fix, and one record from them when asked (see module doc)."""
+
+    def __init__(self, max_age_s: float, pad_cells: int, pad_packs: int, full: bool,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.max_age_s, self.pad_cells, self.pad_packs, self.full = max_age_s, pad_cells, pad_packs, full
+        self._monotonic = monotonic
+        self._latest: dict[str, tuple[Message, float]] = {}
+        self._arrived_since_record = False
+        self._alive = False
+
+    def take(self, msg: Message) -> None:
+        if msg.topic in RECORD_TOPICS:
+            self._latest[msg.topic] = (msg, self._monotonic())
+            self._arrived_since_record = True
+
+    def make(self) -> tuple[float, dict] | None:
+        if not self._arrived_since_record:
+            return None
+        now = self._monotonic()
+        fresh = {topic: msg for topic, (msg, at) in self._latest.items() if now - at <= self.max_age_s}
+        record = build_record(fresh.get("bms.snapshot"), fresh.get("gps.fix"), self.pad_cells, self.pad_packs,
+                              self.full, not self._alive)
+        if record is not None:
+            self._arrived_since_record = False
+            self._alive = not self._alive
+        return record
 
 
 class _Timex(ctypes.Structure):
@@ -65,17 +98,23 @@ class _Timex(ctypes.Structure):
 _STA_UNSYNC = 0x40
 
 
+@functools.cache
+def _adjtimex() -> Callable | None:
+    """libc's adjtimex, looked up once (find_library forks ``ldconfig -p`` on every call)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None
+
+
 def ntp_synced() -> bool:
     """Whether the kernel says the clock is synchronised (adjtimex; NTP, chrony and
     systemd-timesyncd clear STA_UNSYNC once they have set the time)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        timex = _Timex()
-        if libc.adjtimex(ctypes.byref(timex)) < 0:
-            return False
-        return not timex.status & _STA_UNSYNC
-    except (OSError, AttributeError):
+    adjtimex = _adjtimex()
+    timex = _Timex()
+    if adjtimex is None or adjtimex(ctypes.byref(timex)) < 0:
         return False
+    return not timex.status & _STA_UNSYNC
 
 
 class Clock:

@@ -17,7 +17,12 @@ Failure handling:
   connection sends those records one at a time; a single record published less than BLAME_S
   before the session closed, alone in flight, gets an attempt counted, and after
   ``dead_letter_after`` attempts (one, for "payload format invalid") it is moved to the
-  dead-letter table, so one bad record cannot hold up the rest and good records are not blamed.
+  dead-letter table, so one bad record cannot hold up the rest and good records are not blamed;
+* a server that accepts the TCP connection but never answers CONNACK: given up after
+  ``connect_timeout_s``, like a refused connection;
+* acknowledged rows that cannot be deleted (a full disk): kept out of every batch and deleted
+  once the disk has room, so nothing is sent twice; a damaged outbox file: the main thread is
+  asked to replace it (storage.py), and this connection steps aside meanwhile.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ import paho.mqtt.client as mqtt
 
 from common.config import ConfigError, TbUplinkConfig, read_secret
 from services.tb_uplink import limits
-from services.tb_uplink.outbox import Outbox
+from services.tb_uplink.outbox import Outbox, OutboxCorrupt, OutboxError
+from services.tb_uplink.storage import Gate
 
 TELEMETRY = "v1/devices/me/telemetry"
 ATTRIBUTES = "v1/devices/me/attributes"
@@ -44,6 +50,7 @@ RPC_REQUEST = "v1/devices/me/rpc/request/"
 RPC_RESPONSE = "v1/devices/me/rpc/response/"
 BLAME_S = 2.0
 LOOP_S = 0.05
+UNSAVED_RETRY_S = 1.0
 AUTH_FAILURES = {"Bad user name or password", "Not authorized", "Bad username or password"}
 RATE_FAILURES = {0x96, 0x97, 0x9F}  # message rate too high, quota exceeded, connection rate exceeded
 POISON_FAILURES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, payload format invalid
@@ -60,9 +67,11 @@ class InFlight:
 class Sender(threading.Thread):
     """Owns the MQTT connection. The main thread reads the status attributes and sets attributes."""
 
-    def __init__(self, cfg: TbUplinkConfig, reload: Callable[[], TbUplinkConfig], stop: threading.Event):
+    def __init__(self, cfg: TbUplinkConfig, reload: Callable[[], TbUplinkConfig], stop: threading.Event,
+                 gate: Gate | None = None):
         super().__init__(name="mqtt-sender", daemon=True)
         self.cfg, self.reload, self._halt = cfg, reload, stop
+        self.gate = gate or Gate()
         self.server = f"{cfg.host}:{cfg.port}"
         self.connected = False
         self.error: str | None = None
@@ -85,6 +94,9 @@ class Sender(threading.Thread):
         self._window = cfg.inflight_window
         self._reload_credentials = False
         self._rpc_id = 0
+        self._connect_started = 0.0
+        self._unsaved_acks: set[int] = set()  # acknowledged, but the delete failed (disk full)
+        self._unsaved_retry_at = 0.0
 
     # -- called from the main thread ---------------------------------------------------------
 
@@ -94,20 +106,48 @@ class Sender(threading.Thread):
     # -- the thread ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.outbox = Outbox(self.cfg.outbox_path, durable=False)
+        self.gate.sender_running = True
+        self.outbox: Outbox | None = None
         try:
             while not self._halt.is_set():
                 try:
-                    self._step()
+                    self._cycle()
+                except OutboxCorrupt as e:
+                    self._outbox_damaged(e)
                 except Exception as e:  # the thread must not die: it is the only way records leave
                     log.exception("sender error; dropping the connection and starting again")
                     self._drop_client()
                     self._retry_later(f"sender error: {type(e).__name__}: {e}")
         finally:
+            self.gate.sender_running = False
             if self._client is not None:
                 self._client.disconnect()
             self.connected = False
+            if self.outbox is not None:
+                self.outbox.close()
+
+    def _cycle(self) -> None:
+        if self.gate.must_step_aside():
+            self._close_outbox()
+            self.gate.step_aside(self._halt)
+            return
+        if self.outbox is None:
+            self.outbox = Outbox(self.cfg.outbox_path, durable=False)
+        self._step()
+
+    def _close_outbox(self) -> None:
+        """Before the file is replaced: nothing in flight refers to its ids any more."""
+        self._drop_client()
+        self._unsaved_acks.clear()
+        if self.outbox is not None:
             self.outbox.close()
+            self.outbox = None
+
+    def _outbox_damaged(self, error: OutboxCorrupt) -> None:
+        log.error("%s; asking for the outbox to be replaced", error)
+        self._close_outbox()
+        self.gate.recovery_requested.set()
+        self._retry_later(f"outbox damaged: {error}", 1.0)
 
     def _step(self) -> None:
         if self._client is None:
@@ -120,9 +160,26 @@ class Sender(threading.Thread):
         if rc != mqtt.MQTT_ERR_SUCCESS and self._client is not None:
             self._lost(f"connection lost ({mqtt.error_string(rc)})")
             return
+        if self._client is not None and not self.connected and \
+                time.monotonic() - self._connect_started > self.cfg.connect_timeout_s:
+            self._lost(f"no answer (CONNACK) from {self.server} within {self.cfg.connect_timeout_s:g} s")
+            return
         if self.connected:
+            self._delete_unsaved()
             self._publish_attributes()
             self._fill()
+
+    def _delete_unsaved(self) -> None:
+        if self._unsaved_acks and time.monotonic() >= self._unsaved_retry_at:
+            self._unsaved_retry_at = time.monotonic() + UNSAVED_RETRY_S
+            try:
+                self.outbox.accept(sorted(self._unsaved_acks))
+            except OutboxCorrupt:
+                raise
+            except OutboxError:
+                return
+            log.info("deleted %d acknowledged record(s) the full disk had kept", len(self._unsaved_acks))
+            self._unsaved_acks.clear()
 
     def _credentials(self) -> tuple[str | None, str | None, str]:
         cfg = self.cfg
@@ -159,6 +216,7 @@ class Sender(threading.Thread):
             self._retry_later(f"cannot connect to {self.server}: {_describe(e)}")
             return
         self._client = client
+        self._connect_started = time.monotonic()
 
     def _retry_later(self, error: str, delay: float | None = None) -> None:
         if error != self.error:
@@ -240,7 +298,7 @@ class Sender(threading.Thread):
         if batch is None:
             return
         if not reason_code.is_failure:
-            self.outbox.accept(batch.ids)
+            self._accept(batch.ids)
             self.sent += len(batch.ids)
             self.last_ack_ts = time.time()
             self._live_sent.difference_update(batch.ids)
@@ -260,6 +318,16 @@ class Sender(threading.Thread):
         # Send the refused rows again, but only once nothing is in flight: never twice at once.
         target = min(batch.ids[0] - 1, self._sent_upto)
         self._rewind_to = target if self._rewind_to is None else min(self._rewind_to, target)
+
+    def _accept(self, ids: list[int]) -> None:
+        try:
+            self.outbox.accept(ids)
+        except OutboxCorrupt:
+            raise
+        except OutboxError as e:
+            if not self._unsaved_acks:
+                log.warning("%s; keeping those records out of the next batches until they can be deleted", e)
+            self._unsaved_acks.update(ids)
 
     def _on_message(self, client, userdata, message) -> None:
         if not message.topic.startswith(RPC_RESPONSE):
@@ -324,10 +392,11 @@ class Sender(threading.Thread):
         live while a backlog drains; otherwise strictly oldest first. Returns (rows, live)."""
         if not self.limits.unlimited and not self._suspect_upto:
             newest = self.outbox.newest()
-            if newest and newest.id > max(self._sent_upto, self._live_high):
+            if newest and newest.id > max(self._sent_upto, self._live_high) and newest.id not in self._unsaved_acks:
                 return [newest], True
         one_by_one = self._suspect_upto > self._sent_upto
-        return self.outbox.batch(self._sent_upto, self._max_bytes, max_points, skip=frozenset(self._live_sent),
+        return self.outbox.batch(self._sent_upto, self._max_bytes, max_points,
+                                 skip=frozenset(self._live_sent | self._unsaved_acks),
                                  limit=1 if one_by_one else 500), False
 
 

@@ -22,9 +22,10 @@ from common import config as configmod
 from common import messages
 from common.health import Every
 from common.service import Service
-from services.tb_uplink.outbox import Outbox, OutboxError
-from services.tb_uplink.records import Clock, build_record
+from services.tb_uplink.outbox import OutboxError
+from services.tb_uplink.records import Clock, RecordMaker
 from services.tb_uplink.sender import Sender
+from services.tb_uplink.storage import Gate, Storage
 
 SIOCGIFADDR = 0x8915
 
@@ -76,23 +77,22 @@ def check_credentials(cfg: configmod.TbUplinkConfig) -> None:
 class Uplink:
     def __init__(self, svc: Service):
         self.svc = svc
-        self.cfg = svc.section
+        self.cfg = cfg = svc.section
+        self.gate = Gate()
         try:
-            self.outbox = Outbox(self.cfg.outbox_path, self.cfg.outbox_max_rows, self.cfg.outbox_max_age_days * 86400)
+            self.storage = Storage(cfg.outbox_path, cfg.outbox_max_rows, cfg.outbox_max_age_days * 86400,
+                                   svc.log, self.gate)
         except OutboxError as e:
             raise configmod.ConfigError(f"tb_uplink.outbox_path: {e}") from None
         self.pub = svc.publisher()
         self.sub = svc.subscriber(["bms.snapshot", "bms.info", "gps.fix"])
         self.clock = Clock()
-        self.latest: dict[str, messages.Message] = {}
+        self.records = RecordMaker(cfg.max_value_age_s, cfg.zero_pad_number_cells, cfg.zero_pad_number_packs,
+                                   cfg.key_set == "full")
         self.stop = threading.Event()
-        self.sender = Sender(self.cfg, self._reload, self.stop)
-        self.alive = False
-        self.store_error: str | None = None
-        self.stats: tuple = (0, None, 0, 0)
-        self.last_observation = 0.0
+        self.sender = Sender(cfg, self._reload, self.stop, self.gate)
         self.status_every = Every(1.0)
-        self.base_attributes = {"software_version": software_version(), **host_addresses(self.cfg.host)}
+        self.base_attributes = {"software_version": software_version(), **host_addresses(cfg.host)}
 
     def _reload(self) -> configmod.TbUplinkConfig:
         return configmod.load(self.svc.args.config).tb_uplink
@@ -111,14 +111,15 @@ class Uplink:
                     next_record = max(next_record + self.cfg.upload_interval, time.monotonic())
                     self._record()
                 if self.status_every.due():
+                    self.storage.tick()
                     self._status()
         finally:
             self.stop.set()
             self.sender.join(1.0)
-            self.outbox.close()
+            self.storage.close()
 
     def _take(self, msg: messages.Message) -> None:
-        self.latest[msg.topic] = msg
+        self.records.take(msg)
         if msg.topic == "gps.fix":
             self.clock.observe_fix(msg)
         elif msg.topic == "bms.info":
@@ -128,38 +129,23 @@ class Uplink:
                                   ("pack_serial", info.pack_serial), ("pack_count", info.pack_count)) if v is not None}})
 
     def _record(self) -> None:
-        cfg = self.cfg
-        record = build_record(self.latest.get("bms.snapshot"), self.latest.get("gps.fix"), time.time(),
-                              cfg.max_value_age_s, cfg.zero_pad_number_cells, cfg.zero_pad_number_packs,
-                              cfg.key_set == "full", not self.alive)
-        if record is None or record[0] <= self.last_observation:
-            return  # nothing observed since the last record: the same ts would only overwrite it
-        self.alive = not self.alive
-        ts, values = record
-        self.last_observation = ts
-        ts_ms = int(round(self.clock.stamp(ts) * 1000))  # ts passed the bus's range check
-        try:
-            self.outbox.add(ts_ms, values)
-            self.store_error = None
-        except OutboxError as e:
-            self.store_error = str(e)
-            self.svc.log.error("%s", e)
+        record = self.records.make()
+        if record is None:
             return
-        if self.svc.config.debug_output2 >= 2:
+        ts, values = record
+        ts_ms = int(round(self.clock.stamp(ts) * 1000))  # ts passed the bus's range check
+        if self.storage.add(ts_ms, values) and self.svc.config.debug_output2 >= 2:
             self.svc.log.info("record ts=%d %s", ts_ms, msgspec.json.encode(values).decode())
 
     def _status(self) -> None:
-        try:
-            self.stats = self.outbox.stats()
-        except OutboxError as e:
-            self.store_error = str(e)
-        queued, oldest_ms, dropped, dead = self.stats
+        queued, oldest_ms, dropped, dead = self.storage.stats()
         sender = self.sender
         self.pub.publish("uplink.status", messages.UplinkStatus(
             connected=sender.connected, server=sender.server, queued=queued, sent=sender.sent, dropped=dropped,
-            last_ack_ts=sender.last_ack_ts, error=self.store_error or sender.error,
+            last_ack_ts=sender.last_ack_ts, error=self.storage.problem or sender.error,
             oldest_queued_age_s=None if oldest_ms is None else round(time.time() - oldest_ms / 1000, 1),
-            dead_letters=dead, clock_source=self.clock.source, rate_limits=sender.limits.description))
+            dead_letters=dead, clock_source=self.clock.source, rate_limits=sender.limits.description,
+            outbox_state=self.storage.state))
 
 
 def main(svc: Service) -> None:

@@ -31,7 +31,7 @@ def full_record(i: int, n: int) -> tuple[int, dict]:
     """Record i of a backlog of n, one per second up to now."""
     now = time.time()
     _, values = build_record(Message("bms.snapshot", "t", 0, now, UPLINK_SNAPSHOT),
-                             Message("gps.fix", "t", 0, now, UPLINK_FIX), now, 15, 0, 0, True, bool(i % 2))
+                             Message("gps.fix", "t", 0, now, UPLINK_FIX), 0, 0, True, bool(i % 2))
     return int((now - n + i) * 1000), values
 
 

@@ -6,7 +6,8 @@ import pytest
 from common import fields
 from common.messages import GpsFix, Message
 from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
-from services.tb_uplink.records import Clock, build_record
+from services.tb_uplink import records
+from services.tb_uplink.records import Clock, RecordMaker, build_record
 
 NOW = 1_790_000_000.0
 
@@ -15,10 +16,10 @@ def msg(topic, data, ts=NOW - 0.5):
     return Message(topic, "test", 0, ts, data)
 
 
-def record(snapshot=UPLINK_SNAPSHOT, fix=UPLINK_FIX, now=NOW, pad_cells=0, pad_packs=0, full=True, **ts):
-    snap = msg("bms.snapshot", snapshot, ts.get("bms_ts", NOW - 0.5)) if snapshot else None
-    gps = msg("gps.fix", fix, ts.get("gps_ts", NOW - 0.3)) if fix else None
-    return build_record(snap, gps, now, 15.0, pad_cells, pad_packs, full, True)
+def record(snapshot=UPLINK_SNAPSHOT, fix=UPLINK_FIX, pad_cells=0, pad_packs=0, full=True):
+    snap = msg("bms.snapshot", snapshot, NOW - 0.5) if snapshot else None
+    gps = msg("gps.fix", fix, NOW - 0.3) if fix else None
+    return build_record(snap, gps, pad_cells, pad_packs, full, True)
 
 
 def test_pack_one_carries_every_original_key_in_the_original_units():
@@ -76,25 +77,63 @@ def test_a_fix_that_is_not_valid_gives_no_speed_even_if_one_was_sent():
     assert "speed_km_h" not in values and "latitude" not in values
 
 
-def test_stale_values_are_left_out_and_nothing_fresh_means_no_record():
-    _, values = record(bms_ts=NOW - 60)
-    assert "v_pack" not in values and values["speed_km_h"] == 42.3
-    assert record(bms_ts=NOW - 60, gps_ts=NOW - 60) is None
-    assert record(snapshot=None, fix=None) is None
-
-
-def test_an_offline_pack_is_marked_and_has_no_values():
-    offline = msgspec.structs.replace(UPLINK_SNAPSHOT, packs=[uplink_pack(1), uplink_pack(2).__class__(pack=2, online=False)])
-    _, values = record(snapshot=offline)
-    assert values["pack_2_pack_online"] == 0 and "pack_2_v_pack" not in values and values["pack_online"] == 1
-
-
 class FakeTime:
     def __init__(self):
         self.t = 100.0
 
     def __call__(self):
         return self.t
+
+
+def maker(mono):
+    return RecordMaker(15.0, 0, 0, True, monotonic=mono)
+
+
+def test_stale_values_are_left_out_and_nothing_fresh_means_no_record():
+    mono = FakeTime()
+    m = maker(mono)
+    assert m.make() is None, "nothing arrived yet"
+    m.take(msg("bms.snapshot", UPLINK_SNAPSHOT))
+    mono.t += 10
+    m.take(msg("gps.fix", UPLINK_FIX))
+    mono.t += 10  # the snapshot arrived 20 s ago, the fix 10 s ago
+    _, values = m.make()
+    assert "v_pack" not in values and values["speed_km_h"] == 42.3
+    m.take(msg("gps.fix", UPLINK_FIX))
+    mono.t += 60
+    assert m.make() is None, "what arrived is stale by now"
+    assert record(snapshot=None, fix=None) is None
+
+
+def test_a_record_only_when_something_arrived_since_the_last_and_alive_toggles():
+    mono = FakeTime()
+    m = maker(mono)
+    m.take(msg("gps.fix", UPLINK_FIX))
+    first = m.make()
+    assert first is not None and first[1]["alive"] is True
+    assert m.make() is None, "the same observation again would overwrite the record at the same ts"
+    mono.t += 1
+    m.take(msg("gps.fix", UPLINK_FIX, ts=NOW + 0.5))
+    assert m.make()[1]["alive"] is False
+
+
+def test_a_backward_step_of_the_wall_clock_keeps_making_records():
+    # NTP or a GPS-set clock moves the time back an hour: the messages' own stamps go back too.
+    mono = FakeTime()
+    m = maker(mono)
+    stamps = [NOW, NOW + 1, NOW - 3600, NOW - 3599, NOW - 3598]
+    for ts in stamps:
+        mono.t += 1
+        m.take(msg("gps.fix", UPLINK_FIX, ts=ts))
+        m.take(msg("bms.snapshot", UPLINK_SNAPSHOT, ts=ts))
+        made = m.make()
+        assert made is not None and made[0] == ts and "v_pack" in made[1]
+
+
+def test_an_offline_pack_is_marked_and_has_no_values():
+    offline = msgspec.structs.replace(UPLINK_SNAPSHOT, packs=[uplink_pack(1), uplink_pack(2).__class__(pack=2, online=False)])
+    _, values = record(snapshot=offline)
+    assert values["pack_2_pack_online"] == 0 and "pack_2_v_pack" not in values and values["pack_online"] == 1
 
 
 @pytest.mark.parametrize(("synced", "gps_utc", "expected", "source"), [
@@ -132,8 +171,11 @@ def test_gps_time_is_used_only_when_fixes_agree():
     assert clock.stamp(NOW) == NOW + 5 and clock.source == "gps"
 
 
-def test_values_from_the_future_count_as_stale():
-    assert record(bms_ts=NOW + 60, gps_ts=NOW + 60) is None
+def test_the_clock_looks_libc_up_once():
+    records._adjtimex.cache_clear()
+    records.ntp_synced()
+    records.ntp_synced()
+    assert records._adjtimex.cache_info().misses == 1
 
 
 def test_a_boot_clock_is_never_trusted():
