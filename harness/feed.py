@@ -2,9 +2,10 @@
 
 Publishes UPLINK_SNAPSHOT, a bms.info and UPLINK_FIX (stamped with the current UTC) every period,
 from one process that binds both readers' endpoints (and with --links the link and uplink statuses,
-binding the uplink's endpoint too).
+binding the uplink's endpoint too). With --empty-when FILE the snapshots have no packs while FILE exists.
 """
 
+import os
 import time
 
 import msgspec
@@ -21,9 +22,11 @@ def main(svc: Service) -> None:
     bms = svc.bus.publisher(svc.config.bus.bms_reader, "bms_reader")
     gps = svc.bus.publisher(svc.config.bus.gps_reader, "gps_reader")
     uplink = svc.bus.publisher(svc.config.bus.tb_uplink, "tb_uplink") if svc.args.links else None
+    empty = messages.BmsSnapshot(pack_count=0, packs=[])
     while not svc.stopping:
         now = time.time()
-        bms.publish("bms.snapshot", UPLINK_SNAPSHOT, ts=now)
+        gone = svc.args.empty_when and os.path.exists(svc.args.empty_when)
+        bms.publish("bms.snapshot", empty if gone else UPLINK_SNAPSHOT, ts=now)
         bms.publish("bms.info", INFO, ts=now)
         gps.publish("gps.fix", msgspec.structs.replace(UPLINK_FIX, gps_utc=now), ts=now)
         if svc.args.links:
@@ -38,4 +41,5 @@ if __name__ == "__main__":
     def arguments(parser):
         parser.add_argument("--period", type=float, default=0.1)
         parser.add_argument("--links", action="store_true", help="also bms.link, gps.link and uplink.status")
+        parser.add_argument("--empty-when", metavar="FILE", help="snapshots without packs while FILE exists")
     run("feed", main, add_arguments=arguments)

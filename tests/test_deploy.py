@@ -26,6 +26,15 @@ def test_every_unit_runs_an_existing_module_with_absolute_paths_and_restarts():
         assert parser["Unit"]["StartLimitIntervalSec"] == "0"
 
 
+def test_the_access_token_reaches_only_the_uplink():
+    for unit in UNITS:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.read_string(unit.read_text())
+        service = parser["Service"]
+        has_secrets = "EnvironmentFile" in service or "LoadCredential" in service
+        assert has_secrets == (unit.name == "pace-tb-uplink.service"), unit.name
+
+
 def test_respawn_passes_a_stop_to_its_child_so_systemd_kill_mode_process_leaves_no_orphan(spawn):
     # honcho export systemd writes KillMode=process: only the restart loop's shell gets SIGTERM.
     loop = spawn([str(REPO / "scripts/respawn"), "python3", "-u", "-m", "harness.ticker", "x"])

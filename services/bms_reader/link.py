@@ -23,6 +23,7 @@ from common.service import TRACE
 log = logging.getLogger(__name__)
 
 READ_SLICE_S = 0.05
+HUNT_BLOCK = 4096
 BITS_PER_CHAR = 10
 
 
@@ -62,6 +63,19 @@ class Link:
         total = self.splitter.expected_total()
         return (HEADER_CHARS if total is None else total) - pending
 
+    def _read(self, want: int) -> bytes:
+        """``want`` characters (or fewer at the read timeout). While hunting for a frame start
+        (want 1), whatever else has already arrived is taken too: a line full of junk is read in
+        blocks, not one system call per byte."""
+        chunk = self._port.read(want)
+        if chunk and want == 1:
+            self._port.timeout = 0
+            try:
+                chunk += self._port.read(HUNT_BLOCK)
+            finally:
+                self._port.timeout = READ_SLICE_S
+        return chunk
+
     def _nap(self, seconds: float, idle: Callable[[], None]) -> None:
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0.005:
@@ -97,7 +111,7 @@ class Link:
                     # A serial line cannot deliver faster than its baud rate: sleep through most of
                     # the rest of the frame instead of waking for every byte.
                     self._nap(want * BITS_PER_CHAR / self.baud - 0.003, idle)
-                chunk = self._port.read(want)
+                chunk = self._read(want)
                 now = time.monotonic()
                 if chunk:
                     log.log(TRACE, "<- %r", chunk)

@@ -42,6 +42,7 @@ class GpsReader:
         self.epochs = nmea.EpochAssembler()
         self.sentences = 0
         self.bad_sentences = 0
+        self.bad_at_epoch = 0
         self.last_data_at = time.monotonic()
         self.last_epoch_at = time.monotonic()
         self.link_every = Every(1.0)
@@ -141,13 +142,19 @@ class GpsReader:
         fields = nmea.fix_fields(epoch, date or self.epochs.date)
         self.pub.publish("gps.fix", messages.GpsFix(**fields), ts=epoch.started_at)
         self.last_epoch_at = time.monotonic()
+        self.bad_at_epoch = self.bad_sentences
 
     def _check_stale(self) -> None:
+        """No epoch for stale_after_s since the last one (or since the source opened): the fix is
+        unknown and the link down, whether the source fell silent, never spoke NMEA (a wrong baud
+        rate, a binary protocol, another device) or sends only sentences without a fix."""
         silent = time.monotonic() - self.last_epoch_at
         if silent < self.cfg.stale_after_s:
             return
-        if self.health.state == "up":
-            self.health.fail("timeout", f"no NMEA epoch for {silent:.1f} s", lost=True)
+        if self.health.state != "down":
+            bad = self.bad_sentences - self.bad_at_epoch
+            what = f"; {bad} unusable line(s) meanwhile" if bad else ""
+            self.health.fail("timeout", f"no NMEA epoch for {silent:.1f} s{what}", lost=True)
         if self.stale_every.due():
             self.pub.publish("gps.fix", messages.GpsFix(valid=False))
 

@@ -236,6 +236,17 @@ class DisplayView:
         self._text("banner", v.banner.text, BLACK if v.banner_flash else v.banner.colour)
         self._bind("banner_box", self.banner_themes["flash" if v.banner_flash else "plain"])
 
+    def _clear_pack(self) -> None:
+        """No pack in the snapshot any more: nothing of the last one may stay on the page."""
+        self._text("pack_state", "no pack", GREY)
+        if self._shown.get("cells") != ([], [], []):
+            self._shown["cells"] = ([], [], [])
+            self.dirty = True
+            dpg.set_value("cells_series", [[], []])
+            dpg.set_value("balancing_series", [[], []])
+        self._set("pack_temps", "")
+        self._set("pack_lines", "")
+
     def current_page(self) -> str:
         return "detail" if (dpg.get_item_alias(dpg.get_value("tabs")) or "").endswith("detail") else "driver"
 
@@ -245,7 +256,9 @@ class DisplayView:
             self._shown["pack_choices"] = choices
             dpg.configure_item("pack_select", items=choices)
         pack = next((p for p in v.packs if p.number == self._pack), v.packs[0] if v.packs else None)
-        if pack is not None:
+        if pack is None:
+            self._clear_pack()
+        else:
             self._text("pack_state", "online" if pack.online else "OFFLINE", None if pack.online else RED)
             xs = list(range(1, len(pack.cells_mv) + 1))
             plain = [0 if i in pack.balancing else mv for i, mv in zip(xs, pack.cells_mv)]

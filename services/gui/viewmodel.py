@@ -5,7 +5,9 @@
 view only draws that, so all display logic is tested here without a window.
 
 Rules:
-* Unknown is "--", never 0. A value whose source is older than three of its periods is stale:
+* Unknown is "--", never 0, and so is a number that cannot be true (not finite, a negative
+  speed, voltage or cell voltage, a state of charge outside 0-100 %): such a value is never
+  drawn as a figure or a bar. A value whose source is older than three of its periods is stale:
   greyed, with its age, never shown as if it were live. A source's period is the interval at
   which it has been arriving (at least 1 s).
 * Several packs make one vehicle view: current and power add up, voltage is the mean (packs in
@@ -20,6 +22,7 @@ Rules:
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
 
 from common.fields import BY_KEY
@@ -96,6 +99,13 @@ def _unit(key: str) -> str:
     return BY_KEY[key].unit
 
 
+def known(value: float | None, low: float = -math.inf, high: float = math.inf) -> float | None:
+    """``value`` if it is a finite number within [low, high], else None (shown as unknown)."""
+    if value is None or not math.isfinite(value) or not low <= value <= high:
+        return None
+    return value
+
+
 def soc_colour(soc: float) -> tuple[int, int, int]:
     return RED if soc < 15 else ORANGE if soc < 30 else GREEN
 
@@ -158,6 +168,7 @@ class ViewModel:
 
         def shown(value: float | None, fmt: str, stale: bool = bms_stale, age: float | None = bms_age,
                   colour=None) -> Shown:
+            value = known(value)
             if value is None:
                 return Shown("--", GREY if stale else None, stale)
             text = fmt.format(value)
@@ -167,13 +178,13 @@ class ViewModel:
 
         soc = _total_soc(online)
         current = sum(p.current_a for p in online) if online and all(p.current_a is not None for p in online) else None
-        power = sum(p.power_w for p in online) if online and all(p.power_w is not None for p in online) else None
-        volts = [p.voltage_v for p in online if p.voltage_v is not None]
+        power = known(sum(p.power_w for p in online)) if online and all(p.power_w is not None for p in online) else None
+        volts = [v for p in online if (v := known(p.voltage_v, 0.0)) is not None]
         power_state = "unknown" if power is None or bms_stale else \
             "charging" if power > 1 else "discharging" if power < -1 else "idle"
         power_colour = {"charging": CYAN, "discharging": ORANGE}.get(power_state)
-        cell_min, cell_min_pack = _extreme(online, lambda p: p.cell_min_mv, min)
-        cell_max, cell_max_pack = _extreme(online, lambda p: p.cell_max_mv, max)
+        cell_min, cell_min_pack = _extreme(online, lambda p: known(p.cell_min_mv, 0), min)
+        cell_max, cell_max_pack = _extreme(online, lambda p: known(p.cell_max_mv, 0), max)
         temp_min, temp_min_pack = _extreme(online, lambda p: min(p.temps_c) if p.temps_c else None, min)
         temp_max, temp_max_pack = _extreme(online, lambda p: max(p.temps_c) if p.temps_c else None, max)
         multi = len(packs) > 1
@@ -207,9 +218,10 @@ class ViewModel:
     def _speed(self, now: float) -> Shown:
         fix = self.sources["gps.fix"]
         data: GpsFix | None = fix.msg.data if fix.msg else None
-        if data is None or not data.valid or data.speed_km_h is None:
+        speed = None if data is None or not data.valid else known(data.speed_km_h, 0.0)
+        if speed is None:
             return Shown("--", GREY if fix.stale(now) else None, fix.stale(now))
-        text = f"{data.speed_km_h:.0f}"
+        text = f"{speed:.0f}"
         if fix.stale(now):
             return Shown(text, GREY, True)
         return Shown(text)
@@ -260,8 +272,8 @@ class ViewModel:
             return
         self._trend_at = now
         bms_live = not self.sources["bms.snapshot"].stale(now)
-        speed = fix.msg.data.speed_km_h if fix.msg and fix.msg.data.valid and not fix.stale(now) else None
-        power = sum(p.power_w for p in online) / 1000 if bms_live and online and all(
+        speed = known(fix.msg.data.speed_km_h, 0.0) if fix.msg and fix.msg.data.valid and not fix.stale(now) else None
+        power = known(sum(p.power_w for p in online) / 1000) if bms_live and online and all(
             p.power_w is not None for p in online) else None
         soc = _total_soc(online) if bms_live else None
         for key, value in (("speed", speed), ("power", power), ("soc", soc)):
@@ -280,7 +292,8 @@ def _alarm_lists(p: Pack) -> list[tuple[str, list[str]]]:
 def _total_soc(packs: list[Pack]) -> float | None:
     if not packs or any(p.remaining_ah is None or not p.full_ah for p in packs):
         return None
-    return 100 * sum(p.remaining_ah for p in packs) / sum(p.full_ah for p in packs)
+    full = sum(p.full_ah for p in packs)
+    return known(100 * sum(p.remaining_ah for p in packs) / full, 0.0, 100.0) if known(full, 0.0) else None
 
 
 def _extreme(packs: list[Pack], get, pick) -> tuple[float | None, int | None]:
@@ -301,8 +314,8 @@ def temp_labels(count: int) -> list[str]:
 
 def _pack_view(p: Pack) -> PackView:
     def fmt(value, spec: str) -> str:
-        return "--" if value is None else spec.format(value)
-    temps = list(zip(temp_labels(len(p.temps_c)), [f"{t:.1f} °C" for t in p.temps_c]))
+        return "--" if known(value) is None else spec.format(value)
+    temps = list(zip(temp_labels(len(p.temps_c)), [fmt(t, "{:.1f} °C") for t in p.temps_c]))
     fets = "--" if p.charge_fet is None else \
         f"CHG {'on' if p.charge_fet else 'OFF'} / DSG {'on' if p.discharge_fet else 'OFF'}"
     lines = [("SOC", fmt(p.soc_pct, "{:.1f} %")), ("SOH", fmt(p.soh_pct, "{:.1f} %")),

@@ -2,6 +2,8 @@
 
 import json
 import signal
+import socket
+import threading
 import time
 
 import pytest
@@ -134,3 +136,36 @@ def test_no_sentence_for_three_seconds_means_no_fix_and_speed_unknown(spawn, tmp
     assert link is not None and link.data.errors.get("timeout") == 1
     sim.child.signal(signal.SIGCONT)
     assert bus.wait_message("gps.fix", lambda m: m.data.valid, 60, after=time.monotonic())
+
+
+@pytest.mark.parametrize("talk", ["silence", "binary", "text_without_fix"])
+def test_a_source_that_never_sends_a_fix_is_reported_down_with_the_reason(spawn, tmp_path, watch, talk):
+    # Connected, but: nothing at all; a binary protocol at the wrong baud rate; or sentences that
+    # carry no fix. From connecting it goes down after stale_after_s, with speed unknown.
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def peer():
+        conn, _ = server.accept()
+        with conn:
+            while not stop.wait(0.05):
+                if talk == "binary":  # no CR or LF in it, so no line ever ends
+                    conn.sendall(bytes(b for b in range(256) if b not in (10, 13)) * 4)
+                elif talk == "text_without_fix":
+                    conn.sendall(b"$GPTXT,01,01,02,ANTSTATUS=OK*3B\r\n")
+    threading.Thread(target=peer, daemon=True).start()
+    try:
+        cfg = write_config(tmp_path / "c.yaml", gps_reader={"source": "tcp", "tcp_host": "127.0.0.1",
+                                                            "tcp_port": server.getsockname()[1], "stale_after_s": 1})
+        bus = watch([load(cfg).bus.gps_reader], ["gps."])
+        reader = spawn(python_module("services.gps_reader", "--config", cfg))
+        down = bus.wait_message("gps.link", lambda m: m.data.state == "down", 60)
+        assert down is not None, (bus.messages("gps.link")[-1:], reader.text()[-3:])
+        assert "no NMEA epoch" in down.data.error and down.data.errors.get("timeout") == 1
+        if talk == "binary":
+            assert "unusable line" in down.data.error
+        fix = bus.wait_message("gps.fix", timeout=60)
+        assert fix is not None and not fix.data.valid and fix.data.speed_km_h is None
+    finally:
+        stop.set()
+        server.close()

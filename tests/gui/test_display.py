@@ -99,3 +99,22 @@ def test_gui_stops_cleanly_on_sigterm(spawn, tmp_path, xvfb):
     gui.signal(signal.SIGTERM)
     assert gui.wait(60) == 0, gui.text()
     assert any("gui stopped" in line for line in gui.text("err")), gui.text()
+
+
+def test_packs_that_are_gone_are_gone_from_the_detail_page(spawn, tmp_path, xvfb):
+    cfg = write_config(tmp_path / "c.yaml")
+    trigger = tmp_path / "no-packs"
+    spawn(python_module("harness.feed", "--config", cfg, "--links", "--period", 0.1, "--empty-when", trigger))
+    dump = tmp_path / "dump.json"
+    gui = spawn(python_module("services.gui", "--config", cfg, "--page", "detail", "--dump", dump), env=xvfb.env())
+
+    def shown():
+        try:
+            return json.loads(dump.read_text())
+        except (OSError, ValueError):
+            return {}
+    assert wait_for(lambda: "Voltage" in shown().get("pack_lines", "") and shown()["pack_overview"], 60), gui.text()
+    trigger.touch()
+    assert wait_for(lambda: shown().get("pack_lines") == "" and shown().get("pack_overview") == "", 60), shown()
+    assert shown()["cells_series"] == [[], []] and shown()["pack_temps"] == ""
+    assert gui.proc.poll() is None

@@ -160,3 +160,27 @@ def test_trend_keeps_ten_minutes_of_speed_power_and_soc():
     xs, ys = trend["speed"]
     assert min(xs) >= -600 and max(xs) <= 0 and set(ys) == {42.3}
     assert len(trend["soc"][0]) >= 590 and trend["power"][1][-1] < 0
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("bad", [NAN, INF, -INF])
+def test_a_number_that_is_not_finite_is_shown_as_unknown_never_as_a_figure_or_a_full_bar(bad):
+    # The bus contract refuses such numbers; the display does not rely on that alone.
+    pack = msgspec.structs.replace(uplink_pack(1), remaining_ah=bad, current_a=bad, power_w=bad, voltage_v=bad,
+                                   soc_pct=bad, temps_c=[bad, 20.0])
+    v = model(("bms.snapshot", snapshot(pack)), ("gps.fix", m.GpsFix(valid=True, speed_km_h=bad))).view(100.5)
+    for shown in (v.soc, v.power, v.current, v.voltage, v.speed):
+        assert shown.text == "--", shown
+    assert v.soc_fraction is None and v.power_state == "unknown"
+    assert all("nan" not in text.lower() and "inf" not in text.lower() for _, text in v.packs[0].lines + v.packs[0].temps)
+
+
+def test_impossible_values_are_unknown_not_drawn():
+    pack = msgspec.structs.replace(uplink_pack(1), remaining_ah=-5.0, voltage_v=-1.0, cell_min_mv=-3)
+    v = model(("bms.snapshot", snapshot(pack)), ("gps.fix", m.GpsFix(valid=True, speed_km_h=-4.0))).view(100.5)
+    assert (v.soc.text, v.voltage.text, v.speed.text) == ("--", "--", "--") and v.soc_fraction is None
+    assert v.cell_min.text == "--"
+    over = msgspec.structs.replace(uplink_pack(1), remaining_ah=300.0, full_ah=100.0)
+    assert model(("bms.snapshot", snapshot(over))).view(100.5).soc.text == "--", "300 % is no state of charge"
