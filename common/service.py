@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import NoReturn
 
 import msgspec
@@ -108,16 +109,20 @@ class Service:
         self.log.info("published %s #%d %s", topic, seq, msgspec.json.encode(data).decode())
 
 
-def run(name: str, main: Callable[[Service], None], *,
+def run(name: str, main: Callable[[Service], None] | None = None, *,
         add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
         argv: list[str] | None = None, quiet: bool = False,
-        validate: Callable[[configmod.Config], None] | None = None) -> NoReturn:
+        validate: Callable[[configmod.Config], None] | None = None,
+        prepare: Callable[[Service], Callable[[], None]] | None = None) -> NoReturn:
     """Run ``main`` as service ``name`` and exit with its status (see module docstring).
 
     ``validate`` checks what the file format cannot (it raises ConfigError); ``quiet`` (for
-    command-line tools) logs only warnings unless debug_output asks for more.
+    command-line tools) logs only warnings unless debug_output asks for more. ``prepare``, in
+    place of ``main``, opens what the service needs and returns its loop: a ConfigError raised
+    while opening (an outbox that cannot be created) is then the one line before "running".
     """
-    parser = argparse.ArgumentParser(prog=f"python -m {main.__module__.rsplit('.', 1)[0]}")
+    entry = prepare or main
+    parser = argparse.ArgumentParser(prog=f"python -m {entry.__module__.rsplit('.', 1)[0]}")
     parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
     if add_arguments:
         add_arguments(parser)
@@ -140,11 +145,12 @@ def run(name: str, main: Callable[[Service], None], *,
         except configmod.ConfigError as e:
             bus.close()
             _config_exit(name, e)
+    work = _prepared(name, svc, bus, prepare) if prepare else partial(main, svc)
     _handle_signals(svc)
     status = 0
     svc.log.info("%s running (config %s)", name, args.config)
     try:
-        main(svc)
+        work()
     except configmod.ConfigError as e:
         _config_exit(name, e)
     except Exception:
@@ -154,6 +160,15 @@ def run(name: str, main: Callable[[Service], None], *,
         bus.close()
     svc.log.info("%s stopped", name)
     sys.exit(status)
+
+
+def _prepared(name: str, svc: Service, bus: busmod.Bus,
+              prepare: Callable[[Service], Callable[[], None]]) -> Callable[[], None]:
+    try:
+        return prepare(svc)
+    except configmod.ConfigError as e:
+        bus.close()
+        _config_exit(name, e)
 
 
 def _config_exit(name: str, error: configmod.ConfigError) -> NoReturn:

@@ -96,6 +96,10 @@ class Outbox:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _private(self.path)
+        except (FileExistsError, NotADirectoryError):
+            # mkdir reports a file in the way as "File exists", which reads as if all were well
+            raise OutboxError(f"cannot create the outbox {self.path}: part of the path is a file, "
+                              "not a directory") from None
         except OSError as e:
             raise OutboxError(f"cannot create the outbox {self.path}: {e.strerror or e}") from None
         try:

@@ -14,6 +14,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -148,5 +149,6 @@ class Uplink:
             outbox_state=self.storage.state))
 
 
-def main(svc: Service) -> None:
-    Uplink(svc).run()
+def prepare(svc: Service) -> Callable[[], None]:
+    """Open the outbox and the sockets before the service says it is running (see common.service.run)."""
+    return Uplink(svc).run

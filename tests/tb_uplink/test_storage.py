@@ -230,3 +230,23 @@ def test_a_server_that_never_answers_connack_is_given_up_after_connect_timeout(s
         assert not status.data.connected and "within 1 s" in status.data.error
     finally:
         silent.close()
+
+
+def read_only(where: Path) -> Path:
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+    return where / "o.db"
+
+
+@pytest.mark.parametrize("place", ["under-a-file", "read-only"])
+def test_an_outbox_that_cannot_be_created_stops_with_status_2_and_one_line(spawn, tmp_path, request, place):
+    if place == "under-a-file":
+        (tmp_path / "afile").write_text("")
+        outbox, says = tmp_path / "afile" / "o.db", "part of the path is a file"
+    else:
+        outbox, says = read_only(request.getfixturevalue("small_disk")), "Read-only file system"
+    cfg = uplink_config(tmp_path, 1, outbox)
+    child = spawn(python_module("services.tb_uplink", "--config", cfg))
+    assert child.wait(60) == 2
+    lines = child.text("err")
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    assert lines[0].startswith("tb_uplink: config error: tb_uplink.outbox_path: ") and says in lines[0]
