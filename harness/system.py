@@ -19,9 +19,9 @@ MODULES = {"bms_reader": "services.bms_reader", "gps_reader": "services.gps_read
 class System:
     def __init__(self, spawn, tmp_path, procs: list[str], broker_port: int, token: str,
                  bms_args: str = "--packs 2 --events", gps_args: str = "--events --start-s 20",
-                 display: str = "", **sections):
+                 display: str = "", outbox_dir=None, **sections):
         self.bms_port, self.gps_port = free_port(), free_port()
-        self.outbox = OutboxWitness(tmp_path / "outbox.db")
+        self.outbox = OutboxWitness((outbox_dir or tmp_path) / "outbox.db")
         self.cfg = write_config(tmp_path / "system.yaml", **merge({
             "debug_output2": 2,
             "bms_reader": {"connection_type": "IP", "bms_ip": "127.0.0.1", "bms_port": self.bms_port,

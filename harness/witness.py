@@ -55,8 +55,10 @@ class OutboxWitness:
         except sqlite3.OperationalError:  # a new file: arm it once the uplink has its schema
             try:
                 db.executescript(_ARM)
-            except sqlite3.OperationalError:  # no outbox table yet; armed on a later call
+            except sqlite3.DatabaseError:  # no outbox table yet, or damaged: armed on a later call
                 pass
+            return []
+        except sqlite3.DatabaseError:  # the damaged file, before the uplink has set it aside
             return []
         finally:
             db.close()

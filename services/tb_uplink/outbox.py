@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -76,8 +77,16 @@ class Row:
 
 def _private(path: Path) -> None:
     """Create the database file 0600 if it is new (SQLite gives its WAL and SHM the same mode), and
-    tighten the mode of files an older version left readable by everyone."""
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    tighten the mode of files an older version left readable by everyone.
+
+    An existing file is never opened here: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, so the uplink's other connection would lose its locks, and the next
+    process to close a connection (sqlite3 on the command line, a test's reader) would take itself
+    for the last one and checkpoint and delete the WAL under the uplink's feet."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
     for suffix in SUFFIXES:
         try:
             os.chmod(f"{path}{suffix}", 0o600)
@@ -274,15 +283,16 @@ def salvage(aside: Path, into: Outbox) -> int:
     if saved == 0 and aside.exists():
         repaired = _repaired_copy(aside)
         try:
-            saved = _salvage_from(repaired, into)
+            saved = _salvage_from(repaired, into, read_only=False)
         finally:
-            repaired.unlink()
+            for suffix in SUFFIXES:
+                Path(f"{repaired}{suffix}").unlink(missing_ok=True)
     return saved
 
 
-def _salvage_from(path: Path, into: Outbox) -> int:
+def _salvage_from(path: Path, into: Outbox, read_only: bool = True) -> int:
     try:
-        old = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        old = sqlite3.connect(f"file:{path}?mode={'ro' if read_only else 'rw'}", uri=True, timeout=1)
     except sqlite3.Error:
         return 0
     saved = 0
@@ -298,8 +308,10 @@ def _salvage_from(path: Path, into: Outbox) -> int:
 
 
 def _repaired_copy(path: Path) -> Path:
-    """A copy of ``path`` whose 100-byte header is rebuilt from what the file itself shows: page 1
-    (the schema) follows the header, and the page count follows from the file's length."""
+    """A copy of ``path`` (and of its WAL) whose 100-byte header is rebuilt from what the file
+    itself shows: page 1 (the schema) follows the header, and the page count follows from the
+    file's length. The copy says WAL mode when there is a WAL, so that SQLite reads the records
+    committed since the last checkpoint (and page 1 from the WAL when it is there)."""
     data = bytearray(path.read_bytes())
     page_size = int.from_bytes(data[16:18], "big") if len(data) >= 18 else 0
     if page_size == 1:
@@ -307,10 +319,24 @@ def _repaired_copy(path: Path) -> Path:
     if page_size < 512 or page_size & (page_size - 1):
         page_size = 4096  # what SQLite creates the outbox with
     pages = max(1, len(data) // page_size)
+    copy = path.with_name(f"{path.name}.repair")
+    wal = Path(f"{path}-wal")
+    journal = 1
+    if wal.exists() and wal.stat().st_size > 0:
+        shutil.copyfile(wal, f"{copy}-wal")
+        os.chmod(f"{copy}-wal", 0o600)
+        journal = 2
+    data[:100] = _header(page_size, pages, journal)
+    copy.write_bytes(bytes(data[:pages * page_size]))
+    os.chmod(copy, 0o600)
+    return copy
+
+
+def _header(page_size: int, pages: int, journal: int) -> bytes:
     header = bytearray(100)
     header[0:16] = b"SQLite format 3\0"
     header[16:18] = (page_size if page_size < 65536 else 1).to_bytes(2, "big")
-    header[18:24] = bytes([1, 1, 0, 64, 32, 32])  # rollback journal, no reserved bytes, payload fractions
+    header[18:24] = bytes([journal, journal, 0, 64, 32, 32])  # 1 rollback, 2 WAL; no reserved bytes
     header[24:28] = (1).to_bytes(4, "big")  # change counter ...
     header[28:32] = pages.to_bytes(4, "big")  # ... and the page count it vouches for
     header[40:44] = (1).to_bytes(4, "big")  # schema cookie
@@ -318,11 +344,7 @@ def _repaired_copy(path: Path) -> Path:
     header[56:60] = (1).to_bytes(4, "big")  # UTF-8
     header[92:96] = (1).to_bytes(4, "big")  # version-valid-for = change counter
     header[96:100] = (3_040_001).to_bytes(4, "big")
-    data[:100] = header
-    copy = path.with_name(f"{path.name}.repair")
-    copy.write_bytes(bytes(data[:pages * page_size]))
-    os.chmod(copy, 0o600)
-    return copy
+    return bytes(header)
 
 
 def _readable_rows(db: sqlite3.Connection):

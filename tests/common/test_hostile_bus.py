@@ -89,6 +89,7 @@ def test_10_mb_bodies_keep_every_consumer_within_its_memory(spawn, tmp_path, dis
     sent_cpu = psutil.Process(sender.pid)
     # Watch the consumer while the sender spends 6 s of CPU flooding it (its queues fill in well under 1 s).
     peak = _peak_rss_mb(process, lambda: sum(sent_cpu.cpu_times()[:2]) >= 6)
+    print(f"{name}: peak resident memory {peak:.0f} MB under 10 MB bodies (limit {MEMORY_LIMIT_MB[name]} MB)")
     assert peak < MEMORY_LIMIT_MB[name], f"{name} grew to {peak:.0f} MB"
     assert child.proc.poll() is None, child.text()
 

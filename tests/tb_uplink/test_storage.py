@@ -3,8 +3,10 @@ damaged files set aside and salvaged, unreadable rows moved aside, and a full di
 
 import os
 import socket
+import sqlite3
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -114,6 +116,76 @@ def test_each_kind_of_damage_is_set_aside_and_every_readable_record_saved(tmp_pa
     assert saved <= set(stamps)
     assert len(readable - saved) <= LOST_AT_MOST[kind], sorted(readable - saved)[:10]
     assert len(saved) >= len(stamps) // 3
+
+
+_KILLED_WRITER = """
+import sys, time
+from services.tb_uplink.outbox import Outbox
+box = Outbox(sys.argv[1])
+for i in range(4):
+    box.add(int(sys.argv[2]) + i, {"soc": i, "pad": "x" * 900})
+box.maintain(4)  # the WAL checkpointed and emptied: these four are in the file itself
+box.add(int(sys.argv[2]) + 4, {"soc": 4})  # fits the last leaf: the WAL gets that page, not page 1
+print("written", flush=True)
+time.sleep(120)
+"""
+
+
+def _wal_pages(wal: Path) -> list[int]:
+    data = wal.read_bytes()
+    page = int.from_bytes(data[8:12], "big")
+    return [int.from_bytes(data[32 + i * (24 + page):36 + i * (24 + page)], "big")
+            for i in range((len(data) - 32) // (24 + page))]
+
+
+def test_a_damaged_header_with_records_only_in_the_wal_of_a_killed_writer_saves_them_all(tmp_path):
+    path, start = tmp_path / "o.db", int(time.time() * 1000)
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(path), str(start)],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    assert writer.stdout.readline() == "written\n"
+    writer.kill()  # kill -9: no checkpoint on close, the last record lives only in the WAL
+    writer.wait()
+    assert 1 not in _wal_pages(Path(f"{path}-wal")), "the case needs page 1 outside the WAL"
+    with open(path, "r+b") as f:
+        f.write(os.urandom(100))
+    with pytest.raises(OutboxCorrupt):
+        Outbox(path)
+    aside = set_aside(path)
+    fresh = Outbox(path)
+    assert salvage(aside, fresh) == 5
+    assert [r.ts_ms for r in fresh.batch(0, 1 << 30, 1 << 30)] == [start + i for i in range(5)]
+    assert sorted(p.name for p in tmp_path.iterdir() if ".repair" in p.name) == []
+
+
+_TWO_CONNECTIONS = """
+import sys
+from services.tb_uplink.outbox import Outbox
+writer, sender = Outbox(sys.argv[1]), Outbox(sys.argv[1], durable=False)  # as the uplink opens it
+for line in sys.stdin:
+    writer.add(int(line), {"soc": 1})
+    print(sender.stats()[0], flush=True)
+"""
+
+
+def test_a_reader_in_another_process_never_takes_the_wal_from_the_uplink(tmp_path):
+    # Closing any descriptor of a file drops the process's POSIX locks on it; if the uplink did
+    # that to its own database, an outside reader closing its connection (sqlite3 on the command
+    # line, a doctor) would take itself for the last one and delete the WAL holding the queue.
+    path, start = tmp_path / "o.db", int(time.time() * 1000)
+    uplink = subprocess.Popen([sys.executable, "-c", _TWO_CONNECTIONS, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        for i in range(20):
+            uplink.stdin.write(f"{start + i}\n")
+            uplink.stdin.flush()
+            assert uplink.stdout.readline() == f"{i + 1}\n"
+            outside = sqlite3.connect(path)
+            assert outside.execute("SELECT count(*) FROM outbox").fetchone()[0] == i + 1
+            outside.close()
+    finally:
+        uplink.stdin.close()
+        uplink.wait(30)
+    assert [r.ts_ms for r in Outbox(path).batch(0, 1 << 30, 1 << 30)] == [start + i for i in range(20)]
 
 
 def test_a_file_that_is_not_a_database_at_all_saves_nothing_and_raises_nothing(tmp_path):
