@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,84 +125,117 @@ def small_disk(tmp: Path) -> Path | None:
     return where
 
 
+@dataclass
+class Outcome:
+    """What one soak run saw, gathered before the system is stopped."""
+
+    faults: list[str] = field(default_factory=list)
+    made: list[int] = field(default_factory=list)
+    delivered: set[int] = field(default_factory=set)
+    dead_letters: int = 0
+    not_stored: int = 0
+    salvaged: list[int] = field(default_factory=list)
+    restarts: dict[str, int] = field(default_factory=dict)
+    rss: dict[str, tuple[int, int]] = field(default_factory=dict)  # after warm-up, at the end
+    same_pid: dict[str, bool] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)
+
+
+def _matches(lines: list[str], pattern: str) -> list[int]:
+    return [int(m.group(1)) for line in lines if (m := re.search(pattern, line))]
+
+
+def _gather(system: System, sink: Collector, outcome: Outcome) -> None:
+    outcome.made = system.records()
+    wait_for(lambda: sink.has_all(outcome.made), 120)
+    outcome.delivered = {ts for ts, _ in sink.snapshot()} & set(outcome.made)
+    outcome.dead_letters = system.bus.messages("uplink.status")[-1].data.dead_letters
+    uplink = system.lines("tb_uplink")
+    outcome.not_stored = sum(_matches(uplink, r"; (\d+) were not stored"))
+    outcome.salvaged = _matches(uplink, r"set aside as \S+, (\d+) record\(s\) saved$")
+    for line in system.honcho.text():
+        if m := re.match(r"^\S+ (\S+)\.1\s+\| respawn: ", line):
+            outcome.restarts[m.group(1)] = outcome.restarts.get(m.group(1), 0) + 1
+
+
+def _soak(args: argparse.Namespace, tmp: Path, spawn, outcome: Outcome) -> None:
+    rng = random.Random(args.seed)
+    disk = small_disk(tmp)
+    broker = Mosquitto(tmp / "mq", persistence=True)
+    sink = Collector(broker.port, client_id="thingsboard", clean=False)
+    system = System(spawn, tmp, ["bms_sim", "gps_sim", "bms_reader", "gps_reader", "tb_uplink"], broker.port,
+                    "soak-token", bms_args="--packs 4 --fault corrupt --fault junk --fault no_answer "
+                                           "--fault-prob 0.03", gps_args="--fault lose_fix --fault bad_checksum "
+                                                                         "--fault-prob 0.02",
+                    outbox_dir=disk)
+    faulter = Faults(system, broker, sink, rng, disk, args.only)
+    try:
+        end = time.monotonic() + args.minutes * 60
+        time.sleep(WARMUP_S)
+        start_rss = {name: psutil.Process(system.pid(name)).memory_info().rss for name in SERVICES}
+        start_pids = {name: system.pid(name) for name in SERVICES}
+        print(f"soak: seed {args.seed}, {args.minutes:g} min", flush=True)
+        while time.monotonic() < end - 60:
+            faulter.wait(rng.uniform(15, 45))
+            outcome.faults.append(faulter.inject())
+        faulter.wait(max(0.0, end - time.monotonic()))
+        for name in SERVICES:
+            outcome.rss[name] = (start_rss[name], psutil.Process(system.pid(name)).memory_info().rss)
+            outcome.same_pid[name] = start_pids[name] == system.pid(name)
+        outcome.killed = faulter.killed
+        _gather(system, sink, outcome)
+    finally:
+        system.honcho.signal(signal.SIGINT)
+        system.honcho.wait(15)
+        log = REPO / "var" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text("\n".join(system.honcho.text()) + "\n")
+        print(f"soak: the system's output is in {log}")
+        sink.close()
+        broker.stop()
+        system.close()
+        if disk:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _report(o: Outcome) -> bool:
+    print(f"\nfaults injected: {len(o.faults)} ({', '.join(sorted(set(o.faults)))})")
+    print(f"records made {len(o.made)} ({len(set(o.made))} distinct ts), delivered {len(o.delivered)}")
+    ok = len(o.made) == len(set(o.made)) == len(o.delivered) and len(o.made) > 0
+    print(f"records the full disk could not store (counted as dropped): {o.not_stored}; "
+          f"salvaged from damaged outboxes: {o.salvaged or 'none'}; dead letters: {o.dead_letters}")
+    print("restarts: " + (", ".join(f"{k} {v}" for k, v in sorted(o.restarts.items())) or "none"))
+    print(f"{'service':<12} {'RSS after warm-up':>18} {'RSS at end':>12} {'growth':>8}")
+    for name in SERVICES:
+        before, after = o.rss[name]
+        growth = after / before - 1
+        same = o.same_pid[name]
+        note = "" if same else "  (killed by a fault)" if name in o.killed else "  (restarted)"
+        print(f"{name:<12} {before / 2**20:>15.1f} MB {after / 2**20:>9.1f} MB {growth:>+7.1%}{note}")
+        ok &= (same and growth <= MAX_GROWTH) or name in o.killed
+    return ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--only", action="append", choices=FAULTS, help="inject only these faults (repeatable)")
     args = parser.parse_args()
-    rng = random.Random(args.seed)
     children: list[Child] = []
 
     def spawn(argv, **kw):
         children.append(Child([str(a) for a in argv], **kw))
         return children[-1]
 
-    faults: list[str] = []
+    outcome = Outcome()
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        disk = small_disk(tmp)
-        broker = Mosquitto(tmp / "mq", persistence=True)
-        sink = Collector(broker.port, client_id="thingsboard", clean=False)
-        system = System(spawn, tmp, ["bms_sim", "gps_sim", "bms_reader", "gps_reader", "tb_uplink"], broker.port,
-                        "soak-token", bms_args="--packs 4 --fault corrupt --fault junk --fault no_answer "
-                                               "--fault-prob 0.03", gps_args="--fault lose_fix --fault bad_checksum "
-                                                                             "--fault-prob 0.02",
-                        outbox_dir=disk)
-        faulter = Faults(system, broker, sink, rng, disk, args.only)
         try:
-            end = time.monotonic() + args.minutes * 60
-            time.sleep(WARMUP_S)
-            start_rss = {name: psutil.Process(system.pid(name)).memory_info().rss for name in SERVICES}
-            start_pids = {name: system.pid(name) for name in SERVICES}
-            print(f"soak: seed {args.seed}, {args.minutes:g} min", flush=True)
-            while time.monotonic() < end - 60:
-                faulter.wait(rng.uniform(15, 45))
-                faults.append(faulter.inject())
-            faulter.wait(max(0.0, end - time.monotonic()))
-            end_rss = {name: psutil.Process(system.pid(name)).memory_info().rss for name in SERVICES}
-            end_pids = {name: system.pid(name) for name in SERVICES}
-            made = system.records()
-            wait_for(lambda: sink.has_all(made), 120)
-            delivered = {ts for ts, _ in sink.snapshot()} & set(made)
-            status = system.bus.messages("uplink.status")[-1].data
-            not_stored = sum(int(m.group(1)) for line in system.lines("tb_uplink")
-                             if (m := re.search(r"; (\d+) were not stored", line)))
-            salvaged = [int(m.group(1)) for line in system.lines("tb_uplink")
-                        if (m := re.search(r"set aside as \S+, (\d+) record\(s\) saved$", line))]
-            restarts = {}
-            for line in system.honcho.text():
-                if m := re.match(r"^\S+ (\S+)\.1\s+\| respawn: ", line):
-                    restarts[m.group(1)] = restarts.get(m.group(1), 0) + 1
+            _soak(args, Path(tmp), spawn, outcome)
         finally:
-            system.honcho.signal(signal.SIGINT)
-            system.honcho.wait(15)
-            log = REPO / "var" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.log"
-            log.parent.mkdir(exist_ok=True)
-            log.write_text("\n".join(system.honcho.text()) + "\n")
-            print(f"soak: the system's output is in {log}")
             for child in children:
                 child.finish()
-            sink.close()
-            broker.stop()
-            system.close()
-            if disk:
-                subprocess.run(["umount", "-l", str(disk)], check=False)
-
-    ok = True
-    print(f"\nfaults injected: {len(faults)} ({', '.join(sorted(set(faults)))})")
-    print(f"records made {len(made)} ({len(set(made))} distinct ts), delivered {len(delivered)}")
-    ok &= len(made) == len(set(made)) == len(delivered) and len(made) > 0
-    print(f"records the full disk could not store (counted as dropped): {not_stored}; "
-          f"salvaged from damaged outboxes: {salvaged or 'none'}; dead letters: {status.dead_letters}")
-    print("restarts: " + (", ".join(f"{k} {v}" for k, v in sorted(restarts.items())) or "none"))
-    print(f"{'service':<12} {'RSS after warm-up':>18} {'RSS at end':>12} {'growth':>8}")
-    for name in SERVICES:
-        growth = end_rss[name] / start_rss[name] - 1
-        same = start_pids[name] == end_pids[name]
-        note = "" if same else "  (killed by a fault)" if name in faulter.killed else "  (restarted)"
-        print(f"{name:<12} {start_rss[name] / 2**20:>15.1f} MB {end_rss[name] / 2**20:>9.1f} MB {growth:>+7.1%}{note}")
-        ok &= (same and growth <= MAX_GROWTH) or name in faulter.killed
+    ok = _report(outcome)
     print("soak: " + ("PASSED" if ok else "FAILED"))
     sys.exit(0 if ok else 1)
 
