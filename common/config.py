@@ -15,6 +15,7 @@ display, 2 also each ThingsBoard record), ``zero_pad_number_cells`` / ``zero_pad
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -27,6 +28,7 @@ import msgspec
 import yaml
 
 from common.bus import DEFAULT_MAX_MESSAGE_BYTES, EndpointError, check_endpoint
+from common.clock import DATE_FLOOR
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
@@ -117,6 +119,9 @@ class GpsReaderConfig(_Section):
     loop_file: bool = False
     stale_after_s: Annotated[float, msgspec.Meta(ge=0.5, le=60)] = 3.0
     reopen_max_s: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 2.0
+    # Receiver dates before this are taken for the GPS week-number rollover (common/clock.py)
+    # and moved forward by 1024 weeks; set it earlier to replay a log recorded before it.
+    date_floor: dt.date = DATE_FLOOR
 
     def __post_init__(self) -> None:
         if self.source == "file" and not self.file:
@@ -161,6 +166,10 @@ class TbUplinkConfig(_Section):
     rate_limits: Literal["ce", "cloud"] = "ce"
     rate_limit_pause_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 60.0
     key_set: Literal["full", "original"] = "full"
+    # Whether the system clock can stamp records: auto asks the kernel whether NTP (chrony,
+    # systemd-timesyncd) has set it; trusted for a car whose real-time clock is kept right
+    # without a network; untrusted to stamp with GPS time whenever the fixes agree.
+    system_clock: Literal["auto", "trusted", "untrusted"] = "auto"
     batch_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 << 20)] = 52_000
     inflight_window: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
     dead_letter_after: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3

@@ -52,13 +52,14 @@ class LinkHealth:
             self.error = None
             self._set("up")
 
-    def fail(self, kind: str, detail: str, lost: bool = False, count: bool = True) -> None:
-        """Record a failure; ``lost`` means the port itself is gone (down at once). Retries of
-        an open that keeps failing pass ``count=False``: one outage counts once."""
+    def fail(self, kind: str, detail: str, lost: bool = False, count: bool = True, times: int = 1) -> None:
+        """Record a failure (``times`` of them, for a run reported at once); ``lost`` means the
+        port itself is gone (down at once). Retries of an open that keeps failing pass
+        ``count=False``: one outage counts once."""
         if count:
-            self.errors[kind] += 1
+            self.errors[kind] += times
         self.error = f"{kind}: {detail}"
-        self._failures += 1
+        self._failures += times
         self.log.log(VERBOSE, "%s: %s", kind, detail)
         if self.state != "down" and (lost or self._failures >= self.down_after):
             self.log.warning("link down on %s: %s", self.port, self.error)

@@ -144,6 +144,7 @@ class UplinkStatus(Data):
     oldest_queued_age_s: Number | None = None
     dead_letters: int = 0
     clock_source: str | None = None
+    clock_reason: str | None = None
     rate_limits: str | None = None
     outbox_state: Literal["ok", "full", "recovered", "failed"] = "ok"
 

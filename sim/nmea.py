@@ -24,6 +24,17 @@ from sim.faults import FaultPlan, add_fault_arguments
 from sim.port import add_port_arguments, announce, serve
 
 FAULTS = ("bad_checksum", "junk", "drop_sentence", "lose_fix", "close")
+# Behaviours of real receivers and links, on every epoch while asked for (--quirk, repeatable):
+# stall: a 0.3 s pause inside the RMC line (a TCP bridge, Bluetooth, Wi-Fi);
+# ubx: a u-blox UBX binary frame (holding CR, LF and '$' bytes) right before the RMC;
+# txt: a $GPTXT between epochs (after the burst); pubx: a long $PUBX,03 after the GLL;
+# rollover: dates 1024 weeks in the past (the GPS week-number rollover bug);
+# leap: the drive starts at 23:59:58 UTC and the third second is 23:59:60.
+QUIRKS = ("stall", "ubx", "txt", "pubx", "rollover", "leap")
+STALL_S = 0.3
+# A UBX NAV-SAT-sized frame: 330 bytes whose payload holds CR, LF and '$', with no line end after it.
+UBX_FRAME = b"\xb5\x62\x01\x35\x88\x01" + bytes(range(0x80, 0xC0)) + b"\r\x0a\x24\x00" + bytes(range(0x80, 0x100)) * 2
+ROLLOVER = dt.timedelta(weeks=1024)
 LOST_FIX_EPOCHS = 4
 # (seconds into the cycle, km/h); linear between points.
 SPEED_PROFILE = [(0, 0.0), (8, 0.0), (18, 50.0), (40, 52.0), (48, 80.0), (70, 78.0), (82, 30.0), (88, 30.0),
@@ -31,6 +42,10 @@ SPEED_PROFILE = [(0, 0.0), (8, 0.0), (18, 50.0), (40, 52.0), (48, 80.0), (70, 78
 START = (47.3769, 8.5417)  # lat, lon
 NO_FIX = ["GPRMC,,V,,,,,,,,,,N", "GPVTG,,,,,,,,,N", "GPGGA,,,,,,0,00,99.99,,,,,,",
           "GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99", "GPGSV,1,1,00", "GPGLL,,,,,,V,N"]
+
+
+PUBX03 = "PUBX,03,24," + ",".join(f"{n:02d},U,{n * 15 % 360:03d},{10 + n * 3 % 80:02d},{30 + n % 20},064"
+                                    for n in range(1, 25))
 
 
 def checksum(body: str) -> str:
@@ -73,13 +88,17 @@ class Route:
         return speed
 
 
-def route_epoch(now: dt.datetime, lat: float, lon: float, speed_kmh: float, course: float) -> list[str]:
-    hms = now.strftime("%H%M%S.") + f"{now.microsecond // 10000:02d}"
+def route_epoch(now: dt.datetime, lat: float, lon: float, speed_kmh: float, course: float,
+                hms: str | None = None, date: dt.date | None = None) -> list[str]:
+    """One epoch's sentences; ``hms`` and ``date`` override what the receiver says (a leap
+    second, a rolled-over date)."""
+    hms = hms or now.strftime("%H%M%S.") + f"{now.microsecond // 10000:02d}"
+    ddmmyy = f"{date or now:%d%m%y}"
     knots = f"{speed_kmh / 1.852:.3f}"
     ns, ew = ("N" if lat >= 0 else "S"), ("E" if lon >= 0 else "W")
     pos = f"{_dm(lat, 2)},{ns},{_dm(lon, 3)},{ew}"
     course_txt = f"{course:.2f}" if speed_kmh > 0.5 else ""
-    return [f"GPRMC,{hms},A,{pos},{knots},{course_txt},{now:%d%m%y},,,A",
+    return [f"GPRMC,{hms},A,{pos},{knots},{course_txt},{ddmmyy},,,A",
             f"GPVTG,{course_txt},T,,M,{knots},N,{speed_kmh:.3f},K,A",
             f"GPGGA,{hms},{pos},1,08,1.01,412.3,M,47.1,M,,",
             "GPGSA,A,3,02,05,12,15,18,21,24,29,,,,,1.85,1.01,1.55",
@@ -112,6 +131,8 @@ class NmeaSource:
         if self.args.events:
             announce(event="epoch", epoch=self.epochs, **truth)
         lines = [sentence(b) for b in bodies]
+        if "pubx" in self.args.quirk:
+            lines.append(sentence(PUBX03))
         if fault == "bad_checksum":
             i = self.rng.randrange(len(lines))
             lines[i] = lines[i][:-4] + (b"00" if lines[i][-4:-2] != b"00" else b"11") + b"\r\n"
@@ -119,7 +140,15 @@ class NmeaSource:
             del lines[self.rng.randrange(1, len(lines))]
         elif fault == "junk":
             lines.insert(self.rng.randrange(len(lines)), b"\xb5b\x01\x07\x5c\x00junk\xff\xfe\r\n")
-        self.port.send(b"".join(lines), self.args.baud)
+        if "ubx" in self.args.quirk:
+            lines.insert(0, UBX_FRAME)
+        data = b"".join(lines)
+        if "stall" in self.args.quirk:
+            cut = data.index(b"$GPRMC") + 20
+            self.port.send(data[:cut], self.args.baud)
+            self.port.recv(STALL_S)
+            data = data[cut:]
+        self.port.send(data, self.args.baud)
 
     def drive(self) -> None:
         """Send the route's epochs in real time. On TCP the drive starts when a reader connects,
@@ -129,18 +158,38 @@ class NmeaSource:
         period = 1.0 / self.args.rate
         start = time.monotonic()
         first = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        if "leap" in self.args.quirk:
+            first = first.replace(hour=23, minute=59, second=58)
         while True:
-            now = first + dt.timedelta(seconds=self.epochs * period)
+            now, hms, date = self._label(first, self.epochs * period)
             speed = route.step(period)
-            bodies = route_epoch(now, route.lat, route.lon, speed, route.course)
+            bodies = route_epoch(now, route.lat, route.lon, speed, route.course, hms, date)
             if self.args.rate > 1:
                 bodies = bodies[:3]  # at 5 Hz a 9600 baud line only has room for RMC, VTG and GGA
             knots = float(f"{speed / 1.852:.3f}")
             self.send_epoch(bodies, {"valid": True, "utc": now.timestamp(), "speed_km_h": round(knots * 1.852, 3),
                                      "lat": round(route.lat, 7), "lon": round(route.lon, 7)})
-            next_at = start + self.epochs * period
-            while (left := next_at - time.monotonic()) > 0:
-                self.port.recv(min(left, 0.2))
+            if "txt" in self.args.quirk:
+                self._pause(start + (self.epochs - 0.25) * period)  # after the burst and its quiet
+                self.port.send(sentence("GPTXT,01,01,02,ANTSTATUS=OK"), self.args.baud)
+            self._pause(start + self.epochs * period)
+
+    def _pause(self, until: float) -> None:
+        while (left := until - time.monotonic()) > 0:
+            self.port.recv(min(left, 0.2))
+
+    def _label(self, first: dt.datetime, elapsed_s: float) -> tuple[dt.datetime, str | None, dt.date | None]:
+        """The epoch's UTC as POSIX time, and what the receiver says of it when a quirk makes
+        that differ: 23:59:60 in a leap second (POSIX gives it the next midnight, and the second
+        after it too), a date 1024 weeks back with the rollover bug."""
+        now, hms, date = first + dt.timedelta(seconds=elapsed_s), None, None
+        if "leap" in self.args.quirk and elapsed_s >= 3:
+            now -= dt.timedelta(seconds=1)  # after the inserted second POSIX time is a second behind
+        elif "leap" in self.args.quirk and elapsed_s >= 2:
+            hms, date = "235960." + f"{now.microsecond // 10000:02d}", (now - dt.timedelta(days=1)).date()
+        if "rollover" in self.args.quirk:
+            date = (date or now.date()) - ROLLOVER
+        return now, hms, date
 
     def replay(self, path: str) -> None:
         """Send the log's sentences, pausing 1/--speed s after each RMC, and say when all have been
@@ -168,6 +217,8 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=int, choices=(1, 5), default=1, help="route epochs per second")
     p.add_argument("--start-s", type=float, default=0.0, help="start this far into the drive (it stands still at first)")
     p.add_argument("--baud", type=int, default=9600, help="pace output at this rate (0 = no pacing)")
+    p.add_argument("--quirk", action="append", choices=QUIRKS, default=[],
+                   help="a real receiver's behaviour, on every epoch (repeatable; see QUIRKS)")
     add_fault_arguments(p, FAULTS, "epochs")
     p.add_argument("--events", action="store_true", help="print each epoch's truth and each fault as JSON")
     return p

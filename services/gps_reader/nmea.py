@@ -24,63 +24,146 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass, field
 
 import pynmea2
 
 KNOTS_TO_KMH = 1.852
-MAX_LINE_CHARS = 200  # gpsd accepts 130; the standard says 82; longer than this is garbage
+MAX_SENTENCE_CHARS = 1024  # the standard says 82; u-blox $PUBX,03 lists every satellite in one
+MAX_JSON_CHARS = 16384  # gpsd's JSON reports (a SKY with many satellites runs to a few kB)
 MAX_SPEED_KMH = 250.0
 EPOCH_TYPES = {"RMC", "VTG", "GGA", "GLL", "ZDA"}
 TIMED_TYPES = {"RMC", "GGA", "GLL", "ZDA", "GNS"}
+# Sentences that carry no fix and belong to no epoch: a receiver's text messages (start-up
+# banners, antenna status) arrive between epochs and must not open one.
+NOT_EPOCH_TYPES = {"TXT"}
 BAD_MODES = {"N", "E"}
 
 
 class BadSentence(Exception):
-    """A line that is not a usable sentence; ``kind`` is what gps.link counts it under."""
+    """A line that is not a usable sentence; ``kind`` is what gps.link counts it under, ``count``
+    how many such lines it stands for (a run of junk lines is reported once, counted in full)."""
 
-    def __init__(self, kind: str, detail: str):
+    def __init__(self, kind: str, detail: str, count: int = 1):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+        self.count = count
+
+
+_ENDS = (0x0A, 0x0D)  # LF, CR
+_PRINTABLE = bytes(range(32, 127))
 
 
 class LineSplitter:
-    """Cuts a byte stream into lines at CR or LF. Over-long runs without a line end are dropped
-    (and reported once per run) so a binary stream cannot grow the buffer."""
+    """Frames a byte stream the way gpsd does: a sentence starts at ``$`` and ends at CR or LF,
+    never at a pause; a ``$`` before the end starts a new sentence (the cut one is counted
+    ``partial``), so a lost line end or a binary frame (u-blox UBX shares the port) costs at most
+    the sentence it interrupted. A sentence longer than MAX_SENTENCE_CHARS is dropped as
+    ``too_long`` and the hunt for the next ``$`` goes on at once. Bytes outside sentences are
+    counted by line: printable text is the ``partial`` tail of a sentence whose start was lost,
+    anything else ``junk``. A line that starts with ``{`` is gpsd's JSON and is passed on."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._overflow = False
+        self._in_sentence = False  # _buf starts with the '$' or '{' of the sentence being received
+        self._line_start = True  # the next byte starts a line (where gpsd's JSON may begin)
+        self._junk_open = False  # a junk line is under way and has been counted already
 
     def feed(self, data: bytes) -> list[bytes | BadSentence]:
         out: list[bytes | BadSentence] = []
         self._buf += data
-        while True:
-            cut = min((i for i in (self._buf.find(b"\n"), self._buf.find(b"\r")) if i >= 0), default=-1)
-            if cut < 0:
-                break
-            line = bytes(self._buf[:cut])
-            del self._buf[:cut + 1]
-            if self._overflow:
-                self._overflow = False
-            elif line:
-                out.append(line)
-        if len(self._buf) > MAX_LINE_CHARS:
-            if not self._overflow:
-                out.append(BadSentence("too_long", f"more than {MAX_LINE_CHARS} characters without a line end"))
-            self._overflow = True
-            self._buf.clear()
+        pos = 0
+        while pos < len(self._buf):
+            pos = self._sentence(pos, out) if self._in_sentence else self._hunt(pos, out)
+            if pos < 0:  # a sentence still arriving: keep it
+                return out
+        self._buf.clear()
         return out
 
     def flush(self) -> list[bytes]:
-        """The unfinished line, when the input has ended (a file without a final newline)."""
-        line, self._buf = bytes(self._buf), bytearray()
-        return [line] if line and not self._overflow else []
+        """The unfinished sentence, when the input has ended (a file without a final newline)."""
+        line, self._buf, self._in_sentence = bytes(self._buf), bytearray(), False
+        return [line] if line and len(line) <= _limit(line) else []
+
+    def _hunt(self, pos: int, out: list) -> int:
+        buf = self._buf
+        start = buf.find(b"$", pos)
+        brace = self._json_start(pos, len(buf) if start < 0 else start)
+        if brace >= 0:
+            start = brace
+        stop = len(buf) if start < 0 else start
+        self._junk(bytes(buf[pos:stop]), out, ended=start >= 0)
+        if start < 0:
+            return len(buf)
+        self._in_sentence, self._junk_open = True, False
+        return start
+
+    def _json_start(self, pos: int, stop: int) -> int:
+        if self._line_start and pos < stop and self._buf[pos] == 0x7B:
+            return pos
+        for end in (b"\n{", b"\r{"):
+            found = self._buf.find(end, pos, stop)
+            if found >= 0:
+                return found + 1
+        return -1
+
+    def _sentence(self, pos: int, out: list) -> int:
+        """``pos`` is at the sentence's first byte; returns where hunting goes on, or -1 to wait."""
+        buf = self._buf
+        ends = [i for i in (buf.find(b"\r", pos), buf.find(b"\n", pos)) if i >= 0]
+        if buf[pos] == 0x24:  # '$'
+            ends += [i for i in (buf.find(b"$", pos + 1),) if i >= 0]
+        end = min(ends, default=-1)
+        limit = _limit(buf[pos:pos + 1])
+        if end < 0 or end - pos > limit:
+            if len(buf) - pos <= limit:
+                del buf[:pos]
+                return -1
+            out.append(BadSentence("too_long", f"more than {limit} characters without a line end"))
+            pos = self._restart(pos + 1)
+            self._junk_open = True  # the rest of it, up to the next line end or '$', is counted
+            return pos
+        line = bytes(buf[pos:end])
+        if buf[end] == 0x24:
+            kind = "partial" if _printable(line) else "junk"  # a sentence cut short, or binary with a '$' byte
+            out.append(BadSentence(kind, f"ended by the next '$' before its line end: {line[:40]!r}"))
+        else:
+            out.append(line)
+        return self._restart(end)
+
+    def _restart(self, pos: int) -> int:
+        self._in_sentence = False
+        self._line_start = pos > 0 and self._buf[pos - 1] in _ENDS
+        return pos
+
+    def _junk(self, segment: bytes, out: list, ended: bool) -> None:
+        """Count the lines of a run of bytes outside any sentence; ``ended`` when a '$' follows."""
+        if not segment:
+            return
+        self._line_start = segment[-1] in _ENDS
+        pieces = segment.replace(b"\r", b"\n").split(b"\n")
+        # The first piece ends a line already counted when one was under way at the last call.
+        counted = [p for p in pieces[1 if self._junk_open else 0:] if p]
+        self._junk_open = bool(pieces[-1]) and not ended
+        for kind in ("partial", "junk"):
+            lines = [p for p in counted if (kind == "partial") == _printable(p)]
+            if lines:
+                out.append(BadSentence(kind, f"{len(lines)} line(s) outside any sentence, the first "
+                                             f"{lines[0][:40]!r}", count=len(lines)))
+
+
+def _printable(line: bytes) -> bool:
+    return not line.translate(None, _PRINTABLE)
+
+
+def _limit(first: bytes | bytearray) -> int:
+    return MAX_JSON_CHARS if first[:1] == b"{" else MAX_SENTENCE_CHARS
 
 
 def parse_line(line: bytes) -> tuple[pynmea2.NMEASentence, bool]:
     """Parse one line; returns the sentence and whether junk preceded it. Raises BadSentence."""
-    if len(line) > MAX_LINE_CHARS:
+    if len(line) > MAX_SENTENCE_CHARS:
         raise BadSentence("too_long", f"{len(line)} characters")
     start = line.rfind(b"$")
     if start < 0:
@@ -96,23 +179,23 @@ def parse_line(line: bytes) -> tuple[pynmea2.NMEASentence, bool]:
     except pynmea2.SentenceTypeError as e:
         raise BadSentence("unknown", str(e)) from None
     except (pynmea2.ParseError, ValueError, TypeError) as e:
-        kind = "checksum" if "checksum" in str(e).lower() else "parse"
-        raise BadSentence(kind, str(e)) from None
+        raise BadSentence("parse", str(e)) from None
     if isinstance(sentence, pynmea2.QuerySentence):
         raise BadSentence("unknown", f"a query, not data: {text[:40]!r}")
     return sentence, start > 0
 
 
 def is_fix_data(sentence: pynmea2.NMEASentence) -> bool:
-    """Standard talker sentences; proprietary ones ($PGRME, $PMTK, $PUBX ...) are valid but unused."""
-    return isinstance(sentence, pynmea2.TalkerSentence)
+    """Standard talker sentences that belong to a fix epoch; proprietary ones ($PGRME, $PMTK,
+    $PUBX ...) and text messages ($GPTXT) are valid but unused."""
+    return isinstance(sentence, pynmea2.TalkerSentence) and sentence.sentence_type not in NOT_EPOCH_TYPES
 
 
 @dataclass
 class Epoch:
     """The sentences of one fix epoch, by type (the last of each type kept)."""
 
-    time: dt.time | None = None
+    time: float | None = None  # seconds of the UTC day (86400-86401 in a leap second)
     by_type: dict[str, pynmea2.NMEASentence] = field(default_factory=dict)
     gsa: list[pynmea2.NMEASentence] = field(default_factory=list)
     started_at: float | None = None  # when its first sentence arrived (system time), set by the reader
@@ -131,11 +214,25 @@ class Epoch:
         self.gsa += later.gsa
 
 
-def _time_of(sentence) -> dt.time | None:
+def _time_of(sentence) -> float | None:
+    """Seconds of the UTC day. pynmea2 cannot build 23:59:60 (a leap second) and hands back the
+    raw field, so the field is read here: 23:59:60.5 is 86400.5, after 23:59:59 and before the
+    next day's 00:00:00, which is where POSIX time puts it."""
     if sentence.sentence_type not in TIMED_TYPES:
         return None
     value = getattr(sentence, "timestamp", None)
-    return value if isinstance(value, dt.time) else None
+    if isinstance(value, dt.time):
+        return value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1e6
+    match = _HHMMSS.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    hours, minutes, seconds = int(match[1]), int(match[2]), float(match[3])
+    if hours > 23 or minutes > 59 or seconds >= 61:
+        return None
+    return hours * 3600 + minutes * 60 + seconds
+
+
+_HHMMSS = re.compile(r"(\d\d)(\d\d)(\d\d(?:\.\d+)?)")
 
 
 class EpochAssembler:
@@ -264,7 +361,7 @@ def fix_fields(epoch: Epoch, date: dt.date | None) -> dict:
     valid = is_valid(epoch)
     utc = None
     if epoch.time is not None and date is not None:
-        utc = dt.datetime.combine(date, epoch.time.replace(tzinfo=dt.UTC)).timestamp()
+        utc = dt.datetime.combine(date, dt.time(tzinfo=dt.UTC)).timestamp() + epoch.time
     fields = {"valid": valid, "gps_utc": utc,
               "fix_quality": _int(gga.gps_qual) if gga is not None else None,
               "mode": _mode(rmc, "mode_indicator") or _mode(vtg, "faa_mode") or _mode(t.get("GLL"), "faa_mode")}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from common import messages
+from common import clock, messages
 from common.health import Backoff, Every, LinkHealth
 from common.service import TRACE, Service
 from services.gps_reader import nmea
@@ -24,10 +24,6 @@ QUIET_S = 0.15
 READ_SLICE_S = 0.05
 # A run of this many bad lines with no good one in between (wrong baud rate, binary protocol).
 DOWN_AFTER_BAD_LINES = 20
-
-
-def _seconds(t: dt.time | None) -> float | None:
-    return None if t is None else t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6
 
 
 class GpsReader:
@@ -43,6 +39,7 @@ class GpsReader:
         self.sentences = 0
         self.bad_sentences = 0
         self.bad_at_epoch = 0
+        self.rollover_periods = 0
         self.last_data_at = time.monotonic()
         self.last_epoch_at = time.monotonic()
         self.link_every = Every(1.0)
@@ -127,22 +124,33 @@ class GpsReader:
             self._publish(closed, date)
             if isinstance(self.source, FileSource):
                 current = self.epochs.current
-                self.source.pace(_seconds(closed.time), _seconds(current.time if current else None), self._wait)
+                self.source.pace(closed.time, current.time if current else None, self._wait)
         if self.epochs.current.started_at is None:
             self.epochs.current.started_at = time.time()
 
     def _bad(self, error: nmea.BadSentence) -> None:
-        self.bad_sentences += 1
-        kind = error.kind
-        self.health.fail(kind, str(error).split(": ", 1)[-1])
+        self.bad_sentences += error.count
+        self.health.fail(error.kind, str(error).split(": ", 1)[-1], times=error.count)
 
     def _publish(self, epoch: nmea.Epoch | None, date: dt.date | None = None) -> None:
         if epoch is None:
             return
-        fields = nmea.fix_fields(epoch, date or self.epochs.date)
+        fields = nmea.fix_fields(epoch, self._unrolled(date or self.epochs.date))
         self.pub.publish("gps.fix", messages.GpsFix(**fields), ts=epoch.started_at)
         self.last_epoch_at = time.monotonic()
         self.bad_at_epoch = self.bad_sentences
+
+    def _unrolled(self, date: dt.date | None) -> dt.date | None:
+        """The receiver's date with the GPS week-number rollover undone (common/clock.py)."""
+        if date is None:
+            return None
+        corrected, periods = clock.unroll(date, self.cfg.date_floor)
+        if periods != self.rollover_periods:
+            self.rollover_periods = periods
+            if periods:
+                self.svc.log.warning("the receiver's dates are %d x 1024 weeks behind (GPS week-number "
+                                     "rollover): %s taken as %s", periods, date, corrected)
+        return corrected
 
     def _check_stale(self) -> None:
         """No epoch for stale_after_s since the last one (or since the source opened): the fix is

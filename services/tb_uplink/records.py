@@ -23,13 +23,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-from common import fields
+from common import clock, fields
 from common.messages import Message
 
-MAX_CLOCK_ERROR_S = 2.0
 OFFSET_FRESH_S = 30.0
 CONSISTENT_FIXES = 3
-EARLIEST_PLAUSIBLE = 1_577_836_800  # 2020-01-01: anything before is a boot clock, not the date
 RECORD_TOPICS = ("bms.snapshot", "gps.fix")
 
 
@@ -118,15 +116,24 @@ def ntp_synced() -> bool:
 
 
 class Clock:
-    """Chooses between the system clock and GPS UTC for record timestamps. GPS time is used only
-    once CONSISTENT_FIXES recent fixes agree on the offset (within 1 s), so one receiver glitch
-    (a wrong date on a fix marked valid) cannot move the records."""
+    """Chooses between the system clock and GPS UTC for record timestamps, and says why
+    (``source``, ``reason``).
 
-    def __init__(self, synced: Callable[[], bool] = ntp_synced, monotonic: Callable[[], float] = time.monotonic):
+    An NTP-synchronised system clock is always used: GPS time never moves records away from it (a
+    receiver with the week-number rollover bug would file them 19.6 years in the past). Without
+    NTP, GPS time is used once CONSISTENT_FIXES recent fixes agree on the offset (within 1 s), so
+    one receiver glitch cannot move the records, and only when it is not before the floor
+    (common/clock.py). A system clock before the floor is a Pi that has not been set: never
+    trusted, even if it says it is synchronised."""
+
+    def __init__(self, synced: Callable[[], bool] = ntp_synced, monotonic: Callable[[], float] = time.monotonic,
+                 floor_ts: float | None = None):
         self._synced = synced
         self._monotonic = monotonic
+        self._floor_ts = clock.floor_timestamp() if floor_ts is None else floor_ts
         self._offsets: collections.deque[tuple[float, float]] = collections.deque(maxlen=CONSISTENT_FIXES)
         self.source = "system"
+        self.reason = "not yet used"
 
     def observe_fix(self, fix: Message) -> None:
         """Measure the offset system -> GPS UTC on a valid fix (its ts is when its epoch arrived)."""
@@ -142,13 +149,21 @@ class Clock:
 
     def stamp(self, ts: float) -> float:
         """The timestamp to send for an observation made at system time ``ts``."""
+        system_ok = ts >= self._floor_ts
+        if system_ok and self._synced():
+            return self._use("system", "the system clock is NTP-synchronised", ts)
         offset = self._offset()
-        trusted = self._synced() and ts >= EARLIEST_PLAUSIBLE and (offset is None or abs(offset) <= MAX_CLOCK_ERROR_S)
-        if trusted:
-            self.source = "system"
-            return ts
+        if offset is not None and ts + offset >= self._floor_ts:
+            return self._use("gps", f"the system clock is not synchronised; {CONSISTENT_FIXES} GPS fixes agree",
+                             ts + offset)
         if offset is not None:
-            self.source = "gps"
-            return ts + offset
-        self.source = "system-unsynced"
+            why = "GPS time is before the software's date floor (a week-number rollover?)"
+        elif system_ok:
+            why = "the system clock is not synchronised and there is no agreeing GPS time"
+        else:
+            why = "the system clock is before the software's date floor and there is no GPS time"
+        return self._use("system-unsynced", why, ts)
+
+    def _use(self, source: str, reason: str, ts: float) -> float:
+        self.source, self.reason = source, reason
         return ts

@@ -24,7 +24,7 @@ from common import messages
 from common.health import Every
 from common.service import Service
 from services.tb_uplink.outbox import OutboxError
-from services.tb_uplink.records import Clock, RecordMaker
+from services.tb_uplink.records import Clock, RecordMaker, ntp_synced
 from services.tb_uplink.sender import Sender
 from services.tb_uplink.storage import Gate, Storage
 
@@ -87,7 +87,8 @@ class Uplink:
             raise configmod.ConfigError(f"tb_uplink.outbox_path: {e}") from None
         self.pub = svc.publisher()
         self.sub = svc.subscriber(["bms.snapshot", "bms.info", "gps.fix"])
-        self.clock = Clock()
+        self.clock = Clock(synced={"auto": ntp_synced, "trusted": lambda: True,
+                                   "untrusted": lambda: False}[cfg.system_clock])
         self.records = RecordMaker(cfg.max_value_age_s, cfg.zero_pad_number_cells, cfg.zero_pad_number_packs,
                                    cfg.key_set == "full")
         self.stop = threading.Event()
@@ -145,7 +146,7 @@ class Uplink:
             connected=sender.connected, server=sender.server, queued=queued, sent=sender.sent, dropped=dropped,
             last_ack_ts=sender.last_ack_ts, error=self.storage.problem or sender.error,
             oldest_queued_age_s=None if oldest_ms is None else round(time.time() - oldest_ms / 1000, 1),
-            dead_letters=dead, clock_source=self.clock.source, rate_limits=sender.limits.description,
+            dead_letters=dead, clock_source=self.clock.source, clock_reason=self.clock.reason, rate_limits=sender.limits.description,
             outbox_state=self.storage.state))
 
 

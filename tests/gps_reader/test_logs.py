@@ -22,8 +22,11 @@ def test_replayed_log_speeds_agree_with_gpsd(spawn, tmp_path, watch, name):
     # The simulator replays the log over TCP once the reader has connected, and the reader is
     # started after our subscriber, so no fix is lost to a late subscription.
     port = free_port()
+    # The logs were recorded years ago (gpsd keeps them since 2005): their dates are real, not a
+    # week-number rollover, so the floor goes back before the first rollover.
     cfg = write_config(tmp_path / "c.yaml", gps_reader={
-        "source": "tcp", "tcp_host": "127.0.0.1", "tcp_port": port, "stale_after_s": 1})
+        "source": "tcp", "tcp_host": "127.0.0.1", "tcp_port": port, "stale_after_s": 1,
+        "date_floor": "1999-08-22"})
     bus = watch([load(cfg).bus.gps_reader], ["gps."])
     reader = spawn(python_module("services.gps_reader", "--config", cfg))
     assert bus.wait_message("gps.link", timeout=60), reader.text()

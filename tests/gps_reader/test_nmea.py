@@ -1,5 +1,6 @@
 """The NMEA rules with sentences: every "unknown" case, every kind of bad input."""
 
+import datetime as dt
 import functools
 
 import pytest
@@ -96,7 +97,7 @@ def test_a_new_utc_time_or_a_repeated_sentence_closes_the_epoch():
     later, _ = nmea.parse_line(s(rmc().replace("120000.00", "120001.00")))
     nofix, _ = nmea.parse_line(s("GPRMC,,V,,,,,,,,,,N"))
     assert assembler.add(first) is None
-    assert assembler.add(later).time.second == 0
+    assert assembler.add(later).time == 12 * 3600
     assembler.flush()
     assembler.add(nofix)
     assert assembler.add(nofix) is not None, "no-fix sentences have no time; a second RMC starts an epoch"
@@ -141,7 +142,7 @@ BAD = [
     (b"\xb5b\x01\x07\\\x00\xff\xfe", "junk"),
     (b"$GPRMC,12\xff\xfe0000", "junk"),
     (s("GPXYZ,1,2,3"), "unknown"),
-    (b"$" + b"A" * 300, "too_long"),
+    (b"$" + b"A" * 1100, "too_long"),
     (b"$GPRMC,1*7", "parse"),
 ]
 
@@ -163,9 +164,86 @@ def test_splitter_handles_partial_lines_any_line_end_and_endless_binary():
     assert splitter.feed(b"$GPRMC,1") == []
     assert splitter.feed(b"23\r\n$GPVTG\n\r$GPGGA\r") == [b"$GPRMC,123", b"$GPVTG", b"$GPGGA"]
     flood = splitter.feed(b"\xff" * 1000)
-    assert len(flood) == 1 and flood[0].kind == "too_long"
+    assert [(b.kind, b.count) for b in flood] == [("junk", 1)]
     assert splitter.feed(b"\xff" * 1000) == [], "one report per run"
     assert splitter.feed(b"tail of the flood\n$GPZDA\n") == [b"$GPZDA"]
+
+
+UBX = b"\xb5\x62\x01\x07\x5c\x00" + bytes(range(0x80, 0xE0)) + b"\r\x0a\x24\x00"  # NAV-PVT-like, with CR, LF and '$'
+STREAM = [s(rmc()), s(GGA.format(q=1)), s("GPGSA,A,3,02,05,12,15,18,21,24,29,,,,,1.85,1.01,1.55")]
+
+
+def _split(chunks) -> tuple[list[bytes], dict]:
+    splitter, lines, bad = nmea.LineSplitter(), [], {}
+    for chunk in chunks:
+        for item in splitter.feed(chunk):
+            if isinstance(item, bytes):
+                lines.append(item)
+            else:
+                bad[item.kind] = bad.get(item.kind, 0) + item.count
+    return lines, bad
+
+
+@pytest.mark.parametrize("how", ["whole", "byte_by_byte", "stalls"])
+def test_sentences_come_out_whole_however_the_bytes_arrive(how):
+    data = b"".join(line + b"\r\n" for line in STREAM)
+    chunks = {"whole": [data], "byte_by_byte": [data[i:i + 1] for i in range(len(data))],
+              "stalls": [data[:17], data[17:18], data[18:90], data[90:]]}[how]
+    assert _split(chunks) == (STREAM, {})
+
+
+@pytest.mark.parametrize("at", [0, 1, 5, len(UBX) - 1])
+def test_a_binary_frame_between_sentences_costs_no_sentence(at):
+    # u-blox receivers send UBX frames and NMEA on one port, with no line end after the frame.
+    data = STREAM[0] + b"\r\n" + UBX + STREAM[1] + b"\r\n" + STREAM[2] + b"\r\n"
+    lines, bad = _split([data[:len(STREAM[0]) + 2 + at], data[len(STREAM[0]) + 2 + at:]])
+    assert lines == STREAM
+    assert sum(bad.values()) >= 1 and set(bad) <= {"junk", "partial"}
+
+
+def test_a_lost_line_end_costs_only_the_sentence_it_cut():
+    lines, bad = _split([STREAM[0][:30] + STREAM[1] + b"\r\n" + STREAM[2] + b"\r\n"])
+    assert lines == STREAM[1:] and bad == {"partial": 1}
+
+
+def test_an_over_long_run_is_dropped_and_the_next_sentence_kept():
+    lines, bad = _split([b"$" + b"A" * 5000 + STREAM[0] + b"\r\n"])
+    assert lines == [STREAM[0]] and bad == {"too_long": 1}
+
+
+def test_a_long_proprietary_sentence_is_not_an_error():
+    sats = ",".join(f"{n:02d},U,{n * 7 % 360:03d},{n % 90:02d},{30 + n % 20},064" for n in range(1, 33))
+    pubx = s(f"PUBX,03,32,{sats}")
+    assert len(pubx) > 400
+    lines, bad = _split([pubx + b"\r\n"])
+    assert lines == [pubx] and bad == {}
+    sentence, _ = nmea.parse_line(pubx)
+    assert not nmea.is_fix_data(sentence)
+
+
+def test_gpsd_json_lines_pass_even_with_a_dollar_inside():
+    lines, bad = _split([b'{"class":"VERSION","release":"$3.25"}\n' + STREAM[0] + b"\r\n"])
+    assert lines == [b'{"class":"VERSION","release":"$3.25"}', STREAM[0]] and bad == {}
+
+
+def test_junk_lines_are_counted_one_by_one_but_reported_at_once():
+    lines, bad = _split([b"GPRMC,noise*00\r\n" * 300 + STREAM[0] + b"\r\n"])
+    assert lines == [STREAM[0]] and bad == {"partial": 300}
+
+
+def test_a_leap_second_has_its_time_after_23_59_59():
+    assembler = nmea.EpochAssembler()
+    closed = _feed(assembler, rmc().replace("120000.00", "235959.00").replace("261126", "311226"),
+                   rmc().replace("120000.00", "235960.00").replace("261126", "311226"),
+                   rmc().replace("120000.00", "000000.00").replace("261126", "010127"))
+    assert [c.time for c in closed] == [86399.0, 86400.0]
+    leap = nmea.fix_fields(closed[1], dt.date(2026, 12, 31))
+    assert leap["gps_utc"] == dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp() and leap["speed_km_h"] == 18.52
+
+
+def test_a_text_sentence_is_no_fix_data():
+    sentence, _ = nmea.parse_line(s("GPTXT,01,01,02,ANTSTATUS=OK"))
+    assert not nmea.is_fix_data(sentence)
 
 
 def test_proprietary_sentences_are_valid_but_not_fix_data_and_queries_are_refused():

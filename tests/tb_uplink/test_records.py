@@ -9,7 +9,7 @@ from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
 from services.tb_uplink import records
 from services.tb_uplink.records import Clock, RecordMaker, build_record
 
-NOW = 1_790_000_000.0
+NOW = 1_800_000_000.0  # 2027-01-15, after the software's date floor
 
 
 def msg(topic, data, ts=NOW - 0.5):
@@ -138,7 +138,7 @@ def test_an_offline_pack_is_marked_and_has_no_values():
 
 @pytest.mark.parametrize(("synced", "gps_utc", "expected", "source"), [
     (True, NOW + 0.4, NOW, "system"),            # synced and GPS agrees within 2 s
-    (True, NOW + 3600, NOW + 3600.5, "gps"),     # synced but an hour off GPS: not trustworthy
+    (True, NOW + 3600, NOW, "system"),           # synced: GPS never moves the records away from NTP
     (False, NOW + 0.4, NOW + 0.9, "gps"),        # before NTP sync: GPS UTC
     (False, None, NOW, "system-unsynced"),       # no sync, no fix: the system clock, flagged
 ])
@@ -181,6 +181,29 @@ def test_the_clock_looks_libc_up_once():
 def test_a_boot_clock_is_never_trusted():
     clock = Clock(synced=lambda: True, monotonic=FakeTime())
     assert clock.stamp(1000.0) == 1000.0 and clock.source == "system-unsynced"
+    assert "before the software's date floor" in clock.reason
+
+
+ROLLED_BACK = NOW - 86400 * 7 * 1024  # the same instant as a receiver with the rollover bug reports it
+
+
+@pytest.mark.parametrize("synced", [True, False])
+def test_gps_time_before_the_floor_never_stamps_a_record(synced):
+    clock = Clock(synced=lambda: synced, monotonic=FakeTime())
+    for _ in range(3):
+        clock.observe_fix(msg("gps.fix", GpsFix(valid=True, gps_utc=ROLLED_BACK), ts=NOW))
+    assert clock.stamp(NOW) == NOW
+    assert clock.source == ("system" if synced else "system-unsynced")
+    assert clock.reason == ("the system clock is NTP-synchronised" if synced
+                            else "GPS time is before the software's date floor (a week-number rollover?)")
+
+
+def test_gps_time_is_used_when_the_system_clock_is_before_the_floor():
+    clock = Clock(synced=lambda: True, monotonic=FakeTime())
+    boot = 1_577_836_800.0  # a Pi without a real-time clock, before NTP: 2020
+    for _ in range(3):
+        clock.observe_fix(msg("gps.fix", GpsFix(valid=True, gps_utc=NOW), ts=boot))
+    assert clock.stamp(boot + 1) == NOW + 1 and clock.source == "gps"
 
 
 def test_every_key_is_documented():
