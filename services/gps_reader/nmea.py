@@ -53,6 +53,8 @@ class BadSentence(Exception):
 
 _ENDS = (0x0A, 0x0D)  # LF, CR
 _PRINTABLE = bytes(range(32, 127))
+_TEXT_OR_END = _PRINTABLE + b"\n"
+_LINE_RUNS = re.compile(rb"[^\n]+")
 
 
 class LineSplitter:
@@ -138,19 +140,31 @@ class LineSplitter:
         return pos
 
     def _junk(self, segment: bytes, out: list, ended: bool) -> None:
-        """Count the lines of a run of bytes outside any sentence; ``ended`` when a '$' follows."""
+        """Count the lines of a run of bytes outside any sentence; ``ended`` when a '$' follows.
+        Done in bulk: a flood of junk lines must not cost a Python step per line."""
         if not segment:
             return
-        self._line_start = segment[-1] in _ENDS
-        pieces = segment.replace(b"\r", b"\n").split(b"\n")
-        # The first piece ends a line already counted when one was under way at the last call.
-        counted = [p for p in pieces[1 if self._junk_open else 0:] if p]
-        self._junk_open = bool(pieces[-1]) and not ended
-        for kind in ("partial", "junk"):
-            lines = [p for p in counted if (kind == "partial") == _printable(p)]
-            if lines:
-                out.append(BadSentence(kind, f"{len(lines)} line(s) outside any sentence, the first "
-                                             f"{lines[0][:40]!r}", count=len(lines)))
+        lines = segment.replace(b"\r", b"\n")
+        runs = _LINE_RUNS.subn(b"", lines)[1]
+        if self._junk_open and lines[0] != 0x0A:
+            runs -= 1  # its first line was counted when it began, at the last call
+        self._junk_open = lines[-1] != 0x0A and not ended
+        self._line_start = lines[-1] == 0x0A
+        if runs <= 0:
+            return
+        if not lines.translate(None, _TEXT_OR_END):  # all text: tails of sentences whose start was lost
+            self._report({"partial": runs}, lines, out)
+            return
+        pieces = [p for p in lines.split(b"\n") if p]
+        partial = sum(1 for p in pieces[len(pieces) - runs:] if _printable(p))
+        self._report({"partial": partial, "junk": runs - partial}, lines, out)
+
+    @staticmethod
+    def _report(counts: dict[str, int], lines: bytes, out: list) -> None:
+        first = lines.lstrip(b"\n")[:40]
+        for kind, n in counts.items():
+            if n:
+                out.append(BadSentence(kind, f"{n} line(s) outside any sentence, the first {first!r}", count=n))
 
 
 def _printable(line: bytes) -> bool:
@@ -235,13 +249,45 @@ def _time_of(sentence) -> float | None:
 _HHMMSS = re.compile(r"(\d\d)(\d\d)(\d\d(?:\.\d+)?)")
 
 
+class CycleEnd:
+    """Learns which sentence type ends the receiver's cycle, as gpsd does, so that an epoch can be
+    published the moment it is complete instead of after a quiet window. Each epoch closed by the
+    start of the next one or by a quiet line votes for its last sentence type; LEARN_EPOCHS votes
+    in a row for one type make it the cycle end. A sentence of the same cycle arriving after that
+    type (the receiver's output changed, or the type was only last by chance) unlearns it."""
+
+    LEARN_EPOCHS = 3
+
+    def __init__(self) -> None:
+        self.type: str | None = None
+        self._candidate: str | None = None
+        self._votes = 0
+
+    def vote(self, last_type: str | None) -> None:
+        if last_type is None or last_type == self.type:
+            return
+        if last_type == self._candidate:
+            self._votes += 1
+        else:
+            self._candidate, self._votes = last_type, 1
+        if self._votes >= self.LEARN_EPOCHS:
+            self.type = last_type
+
+    def unlearn(self) -> None:
+        self.type, self._candidate, self._votes = None, None, 0
+
+
 class EpochAssembler:
-    """Groups sentences into epochs. ``add`` returns the epoch a sentence closed, if any."""
+    """Groups sentences into epochs. ``add`` returns the epoch a sentence closed, if any;
+    ``complete`` says whether the current epoch has just received its cycle's last sentence."""
 
     def __init__(self) -> None:
         self.current: Epoch | None = None
         self.date: dt.date | None = None
+        self.cycle_end = CycleEnd()
         self._closed: Epoch | None = None  # the epoch closed last, which late sentences may rejoin
+        self._last_type: str | None = None  # of the current epoch
+        self._ended_early = False  # the closed epoch was published on its cycle end
 
     def add(self, sentence: pynmea2.NMEASentence) -> Epoch | None:
         kind = sentence.sentence_type
@@ -251,16 +297,32 @@ class EpochAssembler:
             new_time = t is not None and self.current.time is not None and t != self.current.time
             repeated = kind in EPOCH_TYPES and kind in self.current.by_type
             if new_time or repeated:
+                self.cycle_end.vote(self._last_type)
                 closed = self._close()
+        elif self._ended_early and _time_of(sentence) is None:
+            # More of the cycle after its supposed last sentence: that type does not end it.
+            self.cycle_end.unlearn()
+            self.current, self._closed = self._closed, None
+        self._ended_early = False
         if self.current is None:
             self.current = Epoch()
         self.current.add(sentence)
+        self._last_type = kind
         self._note_date(sentence)
         self._rejoin()
         return closed
 
-    def flush(self) -> Epoch | None:
+    @property
+    def complete(self) -> bool:
+        return self.current is not None and self._last_type == self.cycle_end.type
+
+    def flush(self, early: bool = False) -> Epoch | None:
+        """Close the current epoch: the line went quiet, the input ended, or (``early``) its
+        cycle's last sentence has arrived."""
+        if not early and self.current is not None:
+            self.cycle_end.vote(self._last_type)
         closed = self._close()
+        self._ended_early = early and closed is not None
         return closed if closed and closed.by_type else None
 
     def _close(self) -> Epoch | None:
@@ -276,6 +338,8 @@ class EpochAssembler:
             return
         if EPOCH_TYPES & current.by_type.keys() & closed.by_type.keys():
             return
+        if self._ended_early:
+            self.cycle_end.unlearn()  # the epoch was published on a type that does not end it
         closed.absorb(current)
         self.current, self._closed = closed, None
 

@@ -1,9 +1,10 @@
 """gps_reader: NMEA from a serial port, a TCP stream, gpsd or a log file -> gps.fix and gps.link.
 
 One gps.fix per fix epoch (services/gps_reader/nmea.py has the rules). An epoch is published
-when the next one starts or when the line has been quiet for QUIET_S, which at 9600 baud is
-just after the receiver's burst; if the quiet was a stall inside the burst, the epoch is
-published again when the rest of it has arrived. With no epoch for ``stale_after_s`` the reader publishes
+as soon as the sentence type that ends the receiver's cycle arrives (learnt from the first
+epochs, as gpsd does); until that is learnt, or when that sentence is lost, when the next epoch
+starts or the line has been quiet for QUIET_S. If the quiet was a stall inside the burst, the
+epoch is published again when the rest of it has arrived. With no epoch for ``stale_after_s`` the reader publishes
 ``valid: false`` with unknown speed every second, and the link goes down. Bad input is counted
 by kind in gps.link and skipped; a lost port or gpsd connection is reopened with capped
 back-off; the service never exits for either.
@@ -127,6 +128,10 @@ class GpsReader:
                 self.source.pace(closed.time, current.time if current else None, self._wait)
         if self.epochs.current.started_at is None:
             self.epochs.current.started_at = time.time()
+        if self.epochs.complete and not isinstance(self.source, FileSource):
+            # The receiver's cycle has ended: publish now, not after the quiet window. (A log
+            # file is paced by its epochs' times, which needs the next epoch's start.)
+            self._publish(self.epochs.flush(early=True))
 
     def _bad(self, error: nmea.BadSentence) -> None:
         self.bad_sentences += error.count

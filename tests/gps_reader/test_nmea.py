@@ -254,3 +254,34 @@ def test_proprietary_sentences_are_valid_but_not_fix_data_and_queries_are_refuse
     with pytest.raises(nmea.BadSentence) as e:
         nmea.parse_line(s("CCGPQ,GGA"))
     assert e.value.kind == "unknown"
+
+
+def _cycle(second: int) -> list[str]:
+    t = f"1200{second:02d}.00"
+    return [rmc().replace("120000.00", t), GGA.format(q=1).replace("120000.00", t), f"GPGLL,4722.61400,N,00832.50200,E,{t},A,A"]
+
+
+def test_the_cycle_end_is_learnt_and_an_epoch_is_complete_on_its_last_sentence():
+    assembler = nmea.EpochAssembler()
+    completions = []
+    for second in range(6):
+        for body in _cycle(second):
+            assembler.add(nmea.parse_line(s(body))[0])
+            completions.append(assembler.complete)
+    # Three epochs closed by the next one's start vote GLL in; from the fourth each GLL completes its epoch.
+    assert completions[:11] == [False] * 11
+    assert completions[11:] == [True, False, False, True, False, False, True]
+    assert assembler.cycle_end.type == "GLL"
+
+
+def test_a_sentence_after_the_learnt_end_unlearns_it_and_rejoins_the_epoch():
+    assembler = nmea.EpochAssembler()
+    for second in range(4):
+        for body in _cycle(second):
+            assembler.add(nmea.parse_line(s(body))[0])
+    assert assembler.complete
+    early = assembler.flush(early=True)
+    assembler.add(nmea.parse_line(s("GPGSA,A,3,02,05,12,15,18,21,24,29,,,,,1.85,1.01,1.55"))[0])
+    assert assembler.cycle_end.type is None and not assembler.complete
+    again = assembler.flush()
+    assert again is early and len(again.gsa) == 1, "the late GSA belongs to the epoch it followed"
