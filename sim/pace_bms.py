@@ -75,7 +75,7 @@ class PaceDevice:
                         self.port.send(pace.encode_frame(event.cid2, event.info, event.adr, event.ver, event.cid1), None)
                     self.answer(event, first_byte_at + wire_seconds(18 + 2 * len(event.info), self.args.baud))
                 elif isinstance(event.error, pace.ChecksumError):
-                    rtn = 0x03 if "LCHKSUM" in str(event.error) else 0x02
+                    rtn = 0x03 if isinstance(event.error, pace.LengthChecksumError) else 0x02
                     self.write(pace.encode_frame(rtn, adr=self.args.address), first_byte_at)
                 first_byte_at = time.monotonic()
 

@@ -24,7 +24,15 @@ from common.pace.decode import (
     flag_names,
     pack_fields,
 )
-from common.pace.errors import ChecksumError, DecodeError, DeviceError, FrameError, PaceError, rtn_name
+from common.pace.errors import (
+    ChecksumError,
+    DecodeError,
+    DeviceError,
+    FrameError,
+    LengthChecksumError,
+    PaceError,
+    rtn_name,
+)
 from common.pace.frame import (
     ALL_PACKS,
     BadFrame,
@@ -40,7 +48,7 @@ from common.pace.frame import (
 
 __all__ = [
     "ALL_PACKS", "AnalogPack", "BadFrame", "Capacities", "ChecksumError", "Command",
-    "DecodeError", "DeviceError", "Frame", "FrameError", "FrameSplitter", "PaceError", "Serials",
+    "DecodeError", "DeviceError", "Frame", "FrameError", "FrameSplitter", "LengthChecksumError", "PaceError", "Serials",
     "StatusPack", "PackReply", "alarm_word", "analog_request", "build_request", "decode_analog",
     "decode_capacities", "decode_datetime", "decode_pack_count", "decode_serials", "decode_status",
     "decode_text", "encode_analog", "encode_frame", "encode_status", "flag_names", "pack_fields",

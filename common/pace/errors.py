@@ -1,4 +1,7 @@
-"""Errors of the PACE protocol package. Callers catch PaceError; ``kind`` names the error for counting."""
+"""Errors of the PACE protocol package. Callers catch PaceError; ``kind`` names the error for counting.
+
+What the line does (a lost port, no reply at all) is not a protocol error: those are the
+transport errors of common.device."""
 
 
 class PaceError(Exception):
@@ -14,9 +17,13 @@ class FrameError(PaceError):
 
 
 class ChecksumError(FrameError):
-    """LCHKSUM or CHKSUM does not match the frame's text."""
+    """CHKSUM (or, as LengthChecksumError, LCHKSUM) does not match the frame's text."""
 
     kind = "checksum"
+
+
+class LengthChecksumError(ChecksumError):
+    """LCHKSUM does not match LENID (a BMS answers it with RTN 03, not 02)."""
 
 
 class DeviceError(PaceError):

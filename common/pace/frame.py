@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from common.pace.errors import ChecksumError, DeviceError, FrameError
+from common.pace.errors import ChecksumError, DeviceError, FrameError, LengthChecksumError
 
 SOI = 0x7E
 EOI = 0x0D
@@ -118,14 +118,14 @@ def _hex_field(raw: bytes, start: int, end: int, name: str) -> int:
 def expected_length(raw: bytes) -> int:
     """Total frame length from a header (at least 13 characters, starting at SOI).
 
-    Raises FrameError for a non-hex header and ChecksumError for a wrong LCHKSUM.
+    Raises FrameError for a non-hex header and LengthChecksumError for a wrong LCHKSUM.
     """
     for start, name in ((1, "VER"), (3, "ADR"), (5, "CID1"), (7, "CID2"), (9, "LENGTH")):
         _hex_field(raw, start, start + (4 if name == "LENGTH" else 2), name)
     length = int(raw[9:13], 16)
     lenid = length & MAX_LENID
     if length >> 12 != lchksum(lenid):
-        raise ChecksumError(f"LCHKSUM {length >> 12:X} does not match LENID {lenid:03X} (expected {lchksum(lenid):X})")
+        raise LengthChecksumError(f"LCHKSUM {length >> 12:X} does not match LENID {lenid:03X} (expected {lchksum(lenid):X})")
     if lenid % 2:
         raise FrameError(f"LENID {lenid} is odd: INFO is hex text, two characters a byte")
     return OVERHEAD_CHARS + lenid

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import serial
 
 from common import pace
+from common.device import NoReply, PortLost
 from common.pace.frame import HEADER_CHARS
 from common.service import TRACE
 
@@ -27,20 +28,9 @@ HUNT_BLOCK = 4096
 BITS_PER_CHAR = 10
 
 
-class LinkLost(pace.PaceError):
-    """The port failed (unplugged adapter, bridge closed or restarted); it must be reopened."""
-
-    kind = "io"
-
-
-class NoReply(pace.PaceError):
-    """Nothing came back within the response timeout."""
-
-    kind = "timeout"
-
-
 class Link:
-    """An open port to the BMS. Methods raise PaceError subclasses only (LinkLost for the port)."""
+    """An open port to the BMS. Methods raise PaceError for what the BMS sent, and the transport
+    errors of common.device for the line: PortLost for the port, NoReply for silence."""
 
     def __init__(self, url: str, baud: int, response_timeout_s: float):
         self.url = url
@@ -53,7 +43,7 @@ class Link:
                                                write_timeout=2.0, exclusive=not url.startswith(("socket:", "rfc2217:")))
             self._port.open()
         except (serial.SerialException, OSError, ValueError) as e:
-            raise LinkLost(f"cannot open {url}: {e}") from None
+            raise PortLost(f"cannot open {url}: {e}") from None
 
     def _wanted(self) -> int:
         """Characters that complete the header or the frame being received (1 while idle)."""
@@ -99,7 +89,7 @@ class Link:
             self._port.write(request)
             return self._receive(pace.parse_frame(request), idle, junk_before)
         except (serial.SerialException, OSError) as e:
-            raise LinkLost(f"{self.url}: {e}") from None
+            raise PortLost(f"{self.url}: {e}") from None
 
     def _receive(self, request: pace.Frame, idle: Callable[[], None], junk_before: int) -> pace.Frame:
         deadline = time.monotonic() + self.response_timeout_s

@@ -16,17 +16,12 @@ import time
 from dataclasses import dataclass, field
 
 from common import messages, pace
-from common.health import Backoff, Every, LinkHealth
+from common.device import DeviceReader, NoReply, PortLost, TransportError
 from common.service import Service
-from services.bms_reader.link import Link, LinkLost, NoReply
+from services.bms_reader.link import Link
 
 INFO_RETRY_S = 30.0
 INFO_PUBLISH_S = 60.0
-
-
-class _Stopping(Exception):
-    """Raised from inside a transaction when the service is asked to stop: a long reply (12 packs
-    take 1.5 s at 9600 baud) must not hold the stop up."""
 
 
 @dataclass
@@ -43,63 +38,52 @@ class Cycle:
     last_frame: pace.Frame | None = None
 
 
-class BmsReader:
+class BmsReader(DeviceReader):
+    """Polls on the shared device loop (common/device.py). A long reply (12 packs take 1.5 s at
+    9600 baud) does not hold a stop up: the link calls ``idle`` between reads."""
+
     def __init__(self, svc: Service):
-        self.svc = svc
+        super().__init__(svc, svc.section.url, svc.section.reopen_max_s)
         self.cfg = svc.section
         self.pub = svc.publisher()
-        self.health = LinkHealth(self.cfg.url, svc.log)
-        self.backoff = Backoff(0.2, self.cfg.reopen_max_s)
         self.link: Link | None = None
-        self.link_every = Every(1.0)
         self.cycles = 0
         self.info: dict = {}
         self.info_sent_at = 0.0
         self.info_due_at = 0.0
+        self.next_start = 0.0
 
-    def run(self) -> None:
-        next_start = 0.0
-        try:
-            while not self.svc.stopping:
-                if self.link is None and not self._open():
-                    self._sleep(self.backoff.next())
-                    continue
-                self._sleep(next_start - time.monotonic())
-                if self.svc.stopping:
-                    break
-                started = time.monotonic()
-                try:
-                    self._poll(started)
-                except _Stopping:
-                    break
-                next_start = started + self.cfg.scan_interval
-        finally:
-            if self.link:
-                self.link.close()
+    def open_port(self) -> None:
+        self.link = Link(self.cfg.url, self.cfg.bms_baud, self.cfg.response_timeout_s)
+        self.svc.log.info("opened %s", self.cfg.url)
 
-    def _open(self) -> bool:
-        try:
-            self.link = Link(self.cfg.url, self.cfg.bms_baud, self.cfg.response_timeout_s)
-            self.svc.log.info("opened %s", self.cfg.url)
-            return True
-        except LinkLost as e:
-            self.health.unreachable(str(e))
-            self._tick()
-            return False
+    def close_port(self) -> None:
+        if self.link:
+            self.link.close()
+        self.link = None
+
+    def publish_link(self) -> None:
+        self.pub.publish("bms.link", messages.Link(**self.health.fields()))
+
+    def step(self) -> None:
+        """One poll cycle, when it is due."""
+        self.sleep(self.next_start - time.monotonic())
+        if self.svc.stopping:
+            return
+        started = time.monotonic()
+        self._poll(started)
+        self.next_start = started + self.cfg.scan_interval
 
     def _poll(self, started: float) -> None:
+        """Run a cycle and publish what it got, also when the port was lost halfway."""
         self.cycles += 1
         cycle = Cycle(started)
         try:
             self._run_cycle(cycle)
-        except LinkLost as e:
-            self.link.close()
-            self.link = None
-            self.health.fail("io", str(e), lost=True)
-        if cycle.analog is not None:
-            self._publish_snapshot(cycle)
-        self._update_info(cycle)
-        self._tick()
+        finally:
+            if cycle.analog is not None:
+                self._publish_snapshot(cycle)
+            self._update_info(cycle)
 
     def _run_cycle(self, cycle: Cycle) -> None:
         cfg = self.cfg
@@ -119,11 +103,11 @@ class BmsReader:
         for name, request, decode in steps:
             junk_before = self.link.junk_events
             try:
-                frame = self.link.transact(request, self._idle)
+                frame = self.link.transact(request, self.idle)
                 value = decode(frame)
-            except LinkLost:
+            except PortLost:
                 raise
-            except pace.PaceError as e:
+            except (pace.PaceError, TransportError) as e:
                 self.health.fail(e.kind, f"{name}: {e}")
                 cycle.info_failed |= name in ("software_version", "serials", "pack_count") and e.kind != "rtn"
                 if isinstance(e, NoReply):
@@ -178,22 +162,6 @@ class BmsReader:
                 software_version=merged.get("software_version"), bms_serial=merged.get("bms_serial"),
                 pack_serial=merged.get("pack_serial"), pack_count=count))
             self.info_sent_at = time.monotonic()
-
-    def _idle(self) -> None:
-        """Called while a reply comes in."""
-        if self.svc.stopping:
-            raise _Stopping
-        self._tick()
-
-    def _tick(self) -> None:
-        """Publish bms.link once a second, and at once when the state changed."""
-        if self.link_every.due() or self.health.changed:
-            self.health.changed = False
-            self.pub.publish("bms.link", messages.Link(**self.health.fields()))
-
-    def _sleep(self, seconds: float) -> None:
-        self.svc.sleep(seconds, self._tick)
-
 
 def main(svc: Service) -> None:
     BmsReader(svc).run()

@@ -16,10 +16,11 @@ import datetime as dt
 import time
 
 from common import clock, messages
-from common.health import Backoff, Every, LinkHealth
+from common.device import DeviceReader, PortLost
+from common.health import Every
 from common.service import TRACE, Service
 from services.gps_reader import nmea
-from services.gps_reader.sources import FileSource, SourceLost, describe, open_source
+from services.gps_reader.sources import FileSource, describe, open_source
 
 QUIET_S = 0.15
 READ_SLICE_S = 0.05
@@ -27,13 +28,13 @@ READ_SLICE_S = 0.05
 DOWN_AFTER_BAD_LINES = 20
 
 
-class GpsReader:
+class GpsReader(DeviceReader):
+    """Reads on the shared device loop (common/device.py)."""
+
     def __init__(self, svc: Service):
-        self.svc = svc
+        super().__init__(svc, describe(svc.section), svc.section.reopen_max_s, down_after=DOWN_AFTER_BAD_LINES)
         self.cfg = svc.section
         self.pub = svc.publisher()
-        self.health = LinkHealth(describe(self.cfg), svc.log, down_after=DOWN_AFTER_BAD_LINES)
-        self.backoff = Backoff(0.2, self.cfg.reopen_max_s)
         self.source = None
         self.splitter = nmea.LineSplitter()
         self.epochs = nmea.EpochAssembler()
@@ -43,52 +44,42 @@ class GpsReader:
         self.rollover_periods = 0
         self.last_data_at = time.monotonic()
         self.last_epoch_at = time.monotonic()
-        self.link_every = Every(1.0)
         self.stale_every = Every(1.0)
 
-    def run(self) -> None:
-        try:
-            while not self.svc.stopping:
-                if self.source is None and not self._open():
-                    self._wait(self.backoff.next())
-                    continue
-                try:
-                    data = self.source.read(READ_SLICE_S)
-                except SourceLost as e:
-                    self._lose(str(e))
-                    continue
-                if data:
-                    self.last_data_at = time.monotonic()
-                    self._feed(data)
-                elif getattr(self.source, "finished", False):
-                    self._feed_lines(self.splitter.flush())  # a log file may lack its last line end
-                    self._publish(self.epochs.flush())
-                elif self._quiet():
-                    self._publish(self.epochs.flush())
-                self._check_stale()
-                self._tick()
-        finally:
-            if self.source is not None:
-                self.source.close()
+    def open_port(self) -> None:
+        self.source = open_source(self.cfg)
+        self.svc.log.info("reading NMEA from %s", self.source.name)
+        self.last_data_at = self.last_epoch_at = time.monotonic()
 
-    def _open(self) -> bool:
-        try:
-            self.source = open_source(self.cfg)
-            self.svc.log.info("reading NMEA from %s", self.source.name)
-            self.last_data_at = self.last_epoch_at = time.monotonic()
-            return True
-        except SourceLost as e:
-            self.health.unreachable(str(e))
-            self._tick()
-            return False
-
-    def _lose(self, detail: str) -> None:
-        self.source.close()
+    def close_port(self) -> None:
+        if self.source is not None:
+            self.source.close()
         self.source = None
-        self.health.fail("io", detail, lost=True)
+
+    def publish_link(self) -> None:
+        self.pub.publish("gps.link", messages.GpsLink(
+            **self.health.fields(), sentences=self.sentences, bad_sentences=self.bad_sentences,
+            source=self.cfg.source))
+
+    def step(self) -> None:
+        """Read what arrived and act on it; close an epoch when the line goes quiet."""
+        try:
+            data = self.source.read(READ_SLICE_S)
+            if data:
+                self.last_data_at = time.monotonic()
+                self._feed(data)
+            elif getattr(self.source, "finished", False):
+                self._feed_lines(self.splitter.flush())  # a log file may lack its last line end
+                self._publish(self.epochs.flush())
+            elif self._quiet():
+                self._publish(self.epochs.flush())
+        finally:
+            self._check_stale()
+
+    def lost(self, error: PortLost) -> None:
         self._publish(self.epochs.flush())
         self.splitter = nmea.LineSplitter()
-        self._tick()
+        super().lost(error)
 
     def _quiet(self) -> bool:
         return self.epochs.current is not None and time.monotonic() - self.last_data_at >= QUIET_S
@@ -125,7 +116,7 @@ class GpsReader:
             self._publish(closed, date)
             if isinstance(self.source, FileSource):
                 current = self.epochs.current
-                self.source.pace(closed.time, current.time if current else None, self._wait)
+                self.source.pace(closed.time, current.time if current else None, self.sleep)
         if self.epochs.current.started_at is None:
             self.epochs.current.started_at = time.time()
         if self.epochs.complete and not isinstance(self.source, FileSource):
@@ -170,17 +161,6 @@ class GpsReader:
             self.health.fail("timeout", f"no NMEA epoch for {silent:.1f} s{what}", lost=True)
         if self.stale_every.due():
             self.pub.publish("gps.fix", messages.GpsFix(valid=False))
-
-    def _tick(self) -> None:
-        if self.link_every.due() or self.health.changed:
-            self.health.changed = False
-            self.pub.publish("gps.link", messages.GpsLink(
-                **self.health.fields(), sentences=self.sentences, bad_sentences=self.bad_sentences,
-                source=self.cfg.source))
-
-    def _wait(self, seconds: float) -> None:
-        self.svc.sleep(seconds, self._tick)
-
 
 def main(svc: Service) -> None:
     GpsReader(svc).run()

@@ -1,6 +1,6 @@
 """Where NMEA comes from: a serial port (pyserial), a TCP stream, a gpsd daemon, or a log file.
 
-Every source has ``read(timeout) -> bytes`` (b"" when nothing came) and raises SourceLost when the
+Every source has ``read(timeout) -> bytes`` (b"" when nothing came) and raises PortLost when the
 port, the connection or the daemon went away; the reader then reopens it with back-off.
 """
 
@@ -12,14 +12,12 @@ from pathlib import Path
 
 import serial
 
+from common.device import PortLost
+
 READ_SIZE = 4096
 # After the first byte of a burst, wait this long so the rest is read in one go (a 9600 baud line
 # delivers about one byte a millisecond; waking for each would cost more CPU than the parsing).
 GATHER_S = 0.02
-
-
-class SourceLost(Exception):
-    kind = "io"
 
 
 class SerialSource:
@@ -31,7 +29,7 @@ class SerialSource:
             self._port = serial.serial_for_url(url, do_not_open=True, baudrate=baud, timeout=0)
             self._port.open()
         except (serial.SerialException, OSError, ValueError) as e:
-            raise SourceLost(f"cannot open {url}: {e}") from None
+            raise PortLost(f"cannot open {url}: {e}") from None
 
     def read(self, timeout: float) -> bytes:
         try:
@@ -43,7 +41,7 @@ class SerialSource:
             self._port.timeout = 0
             return first + self._port.read(READ_SIZE)
         except (serial.SerialException, OSError) as e:
-            raise SourceLost(f"{self.name}: {e}") from None
+            raise PortLost(f"{self.name}: {e}") from None
 
     def close(self) -> None:
         try:
@@ -64,7 +62,7 @@ class TcpSource:
             if greeting:
                 self._sock.sendall(greeting)
         except OSError as e:
-            raise SourceLost(f"cannot connect to {self.name}: {e}") from None
+            raise PortLost(f"cannot connect to {self.name}: {e}") from None
 
     def read(self, timeout: float) -> bytes:
         try:
@@ -73,9 +71,9 @@ class TcpSource:
         except TimeoutError:
             return b""
         except OSError as e:
-            raise SourceLost(f"{self.name}: {e}") from None
+            raise PortLost(f"{self.name}: {e}") from None
         if not data:
-            raise SourceLost(f"{self.name}: the other end closed the connection")
+            raise PortLost(f"{self.name}: the other end closed the connection")
         return data
 
     def close(self) -> None:
@@ -105,7 +103,7 @@ class FileSource:
             self._lines = [line for line in Path(path).read_bytes().splitlines(keepends=True)
                            if not line.startswith(b"#")]
         except OSError as e:
-            raise SourceLost(f"cannot read {path}: {e}") from None
+            raise PortLost(f"cannot read {path}: {e}") from None
         self._next = 0
         self.finished = False
 

@@ -133,7 +133,7 @@ class Clock:
         self._floor_ts = clock.floor_timestamp() if floor_ts is None else floor_ts
         self._offsets: collections.deque[tuple[float, float]] = collections.deque(maxlen=CONSISTENT_FIXES)
         self.source = "system"
-        self.reason = "not yet used"
+        self.reason = "no record stamped yet"
 
     def observe_fix(self, fix: Message) -> None:
         """Measure the offset system -> GPS UTC on a valid fix (its ts is when its epoch arrived)."""
