@@ -87,6 +87,9 @@ class DeviceReader:
                     self.step()
                 except PortLost as e:
                     self.lost(e)
+                    # A port that opens and fails at once (a bridge that accepts and drops) must
+                    # not be reopened in a spin: the same capped back-off as a failed open.
+                    self.sleep(self.backoff.next())
                 self.tick()
         except Stopping:
             pass

@@ -64,13 +64,19 @@ class LineSplitter:
     the sentence it interrupted. A sentence longer than MAX_SENTENCE_CHARS is dropped as
     ``too_long`` and the hunt for the next ``$`` goes on at once. Bytes outside sentences are
     counted by line: printable text is the ``partial`` tail of a sentence whose start was lost,
-    anything else ``junk``. A line that starts with ``{`` is gpsd's JSON and is passed on."""
+    anything else ``junk``, each line once it has ended (so its kind never depends on how the
+    bytes were cut into reads). With ``json`` (a gpsd source only), a line that starts with ``{``
+    is gpsd's JSON and is passed on."""
 
-    def __init__(self) -> None:
+    TAIL_KEPT = 80  # of an unfinished junk line: enough to classify it and to show its start
+
+    def __init__(self, json: bool = False) -> None:
+        self._json = json
         self._buf = bytearray()
         self._in_sentence = False  # _buf starts with the '$' or '{' of the sentence being received
         self._line_start = True  # the next byte starts a line (where gpsd's JSON may begin)
-        self._junk_open = False  # a junk line is under way and has been counted already
+        self._tail = b""  # the unfinished junk line so far (bounded), counted when it ends
+        self._skip_line = False  # the unfinished line is the rest of a too_long sentence, already counted
 
     def feed(self, data: bytes) -> list[bytes | BadSentence]:
         out: list[bytes | BadSentence] = []
@@ -98,17 +104,16 @@ class LineSplitter:
         self._junk(bytes(buf[pos:stop]), out, ended=start >= 0)
         if start < 0:
             return len(buf)
-        self._in_sentence, self._junk_open = True, False
+        self._in_sentence = True
         return start
 
     def _json_start(self, pos: int, stop: int) -> int:
+        if not self._json:
+            return -1
         if self._line_start and pos < stop and self._buf[pos] == 0x7B:
             return pos
-        for end in (b"\n{", b"\r{"):
-            found = self._buf.find(end, pos, stop)
-            if found >= 0:
-                return found + 1
-        return -1
+        found = [i + 1 for i in (self._buf.find(b"\n{", pos, stop), self._buf.find(b"\r{", pos, stop)) if i >= 0]
+        return min(found, default=-1)
 
     def _sentence(self, pos: int, out: list) -> int:
         """``pos`` is at the sentence's first byte; returns where hunting goes on, or -1 to wait."""
@@ -124,7 +129,7 @@ class LineSplitter:
                 return -1
             out.append(BadSentence("too_long", f"more than {limit} characters without a line end"))
             pos = self._restart(pos + 1)
-            self._junk_open = True  # the rest of it, up to the next line end or '$', is counted
+            self._skip_line = True  # the rest of it, up to the next line end or '$', is counted
             return pos
         line = bytes(buf[pos:end])
         if buf[end] == 0x24:
@@ -140,24 +145,27 @@ class LineSplitter:
         return pos
 
     def _junk(self, segment: bytes, out: list, ended: bool) -> None:
-        """Count the lines of a run of bytes outside any sentence; ``ended`` when a '$' follows.
-        Done in bulk: a flood of junk lines must not cost a Python step per line."""
+        """Count the lines of a run of bytes outside any sentence that have ended (at a line end,
+        or at the '$' that follows when ``ended``); the unfinished one waits for its end. Done in
+        bulk: a flood of junk lines must not cost a Python step per line."""
         if not segment:
             return
-        lines = segment.replace(b"\r", b"\n")
-        runs = _LINE_RUNS.subn(b"", lines)[1]
-        if self._junk_open and lines[0] != 0x0A:
-            runs -= 1  # its first line was counted when it began, at the last call
-        self._junk_open = lines[-1] != 0x0A and not ended
-        self._line_start = lines[-1] == 0x0A
-        if runs <= 0:
+        self._line_start = segment[-1] in _ENDS
+        text = self._tail + segment.replace(b"\r", b"\n")
+        cut = len(text) if ended else text.rfind(b"\n") + 1
+        done, rest = text[:cut], text[cut:]
+        if self._skip_line and done:
+            done = done[done.find(b"\n"):] if b"\n" in done else b""  # the dropped sentence's rest
+            self._skip_line = False
+        self._tail = b"" if self._skip_line else _bounded(rest, self.TAIL_KEPT)
+        runs = _LINE_RUNS.subn(b"", done)[1]
+        if runs == 0:
             return
-        if not lines.translate(None, _TEXT_OR_END):  # all text: tails of sentences whose start was lost
-            self._report({"partial": runs}, lines, out)
+        if not done.translate(None, _TEXT_OR_END):  # all text: tails of sentences whose start was lost
+            self._report({"partial": runs}, done, out)
             return
-        pieces = [p for p in lines.split(b"\n") if p]
-        partial = sum(1 for p in pieces[len(pieces) - runs:] if _printable(p))
-        self._report({"partial": partial, "junk": runs - partial}, lines, out)
+        partial = sum(1 for p in done.split(b"\n") if p and _printable(p))
+        self._report({"partial": partial, "junk": runs - partial}, done, out)
 
     @staticmethod
     def _report(counts: dict[str, int], lines: bytes, out: list) -> None:
@@ -165,6 +173,14 @@ class LineSplitter:
         for kind, n in counts.items():
             if n:
                 out.append(BadSentence(kind, f"{n} line(s) outside any sentence, the first {first!r}", count=n))
+
+
+def _bounded(line: bytes, keep: int) -> bytes:
+    """The first ``keep`` bytes of an unfinished line, the last of them standing for the rest:
+    NUL when the rest held a byte that is not text, so the line is still classified right."""
+    if len(line) <= keep:
+        return line
+    return line[:keep - 1] + (b"\0" if line[keep - 1:].translate(None, _TEXT_OR_END) else b"x")
 
 
 def _printable(line: bytes) -> bool:
@@ -212,12 +228,14 @@ class Epoch:
     time: float | None = None  # seconds of the UTC day (86400-86401 in a leap second)
     by_type: dict[str, pynmea2.NMEASentence] = field(default_factory=dict)
     gsa: list[pynmea2.NMEASentence] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # sentences of each type
     started_at: float | None = None  # when its first sentence arrived (system time), set by the reader
 
     def add(self, sentence: pynmea2.NMEASentence) -> None:
         kind = sentence.sentence_type
         if kind == "GSA":
             self.gsa.append(sentence)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
         self.by_type[kind] = sentence
         if self.time is None:
             self.time = _time_of(sentence)
@@ -226,6 +244,8 @@ class Epoch:
         """Take the sentences of ``later``, the rest of this epoch's burst."""
         self.by_type.update(later.by_type)
         self.gsa += later.gsa
+        for kind, n in later.counts.items():
+            self.counts[kind] = self.counts.get(kind, 0) + n
 
 
 def _time_of(sentence) -> float | None:
@@ -252,9 +272,10 @@ _HHMMSS = re.compile(r"(\d\d)(\d\d)(\d\d(?:\.\d+)?)")
 class CycleEnd:
     """Learns which sentence type ends the receiver's cycle, as gpsd does, so that an epoch can be
     published the moment it is complete instead of after a quiet window. Each epoch closed by the
-    start of the next one or by a quiet line votes for its last sentence type; LEARN_EPOCHS votes
-    in a row for one type make it the cycle end. A sentence of the same cycle arriving after that
-    type (the receiver's output changed, or the type was only last by chance) unlearns it."""
+    start of the next one or by a quiet line votes for its last sentence type, if that type came
+    once in it (a GSV or GSA run of varying length cannot mark the end); LEARN_EPOCHS votes in a
+    row make it the cycle end. An epoch that ends otherwise (its last sentence lost, the output
+    changed), or a sentence of the cycle after the learnt one, unlearns it."""
 
     LEARN_EPOCHS = 3
 
@@ -264,12 +285,15 @@ class CycleEnd:
         self._votes = 0
 
     def vote(self, last_type: str | None) -> None:
-        if last_type is None or last_type == self.type:
+        """``last_type``: the epoch's last sentence type, None when it came more than once."""
+        if last_type is not None and last_type == self.type:
             return
-        if last_type == self._candidate:
-            self._votes += 1
-        else:
-            self._candidate, self._votes = last_type, 1
+        self.type = None
+        if last_type is None or last_type != self._candidate:
+            self._candidate, self._votes = last_type, 0
+        if last_type is None:
+            return
+        self._votes += 1
         if self._votes >= self.LEARN_EPOCHS:
             self.type = last_type
 
@@ -297,20 +321,25 @@ class EpochAssembler:
             new_time = t is not None and self.current.time is not None and t != self.current.time
             repeated = kind in EPOCH_TYPES and kind in self.current.by_type
             if new_time or repeated:
-                self.cycle_end.vote(self._last_type)
+                self._vote()
                 closed = self._close()
-        elif self._ended_early and _time_of(sentence) is None:
-            # More of the cycle after its supposed last sentence: that type does not end it.
+        elif self._ended_early and _time_of(sentence) is None and kind not in self._closed.by_type:
+            # More of the cycle after its supposed last sentence (a type it has not had yet, with
+            # no time to say otherwise): that type does not end it.
             self.cycle_end.unlearn()
             self.current, self._closed = self._closed, None
-        self._ended_early = False
         if self.current is None:
             self.current = Epoch()
         self.current.add(sentence)
         self._last_type = kind
         self._note_date(sentence)
         self._rejoin()
+        self._ended_early = False
         return closed
+
+    def _vote(self) -> None:
+        once = self.current is not None and self.current.counts.get(self._last_type) == 1
+        self.cycle_end.vote(self._last_type if once else None)
 
     @property
     def complete(self) -> bool:
@@ -320,7 +349,7 @@ class EpochAssembler:
         """Close the current epoch: the line went quiet, the input ended, or (``early``) its
         cycle's last sentence has arrived."""
         if not early and self.current is not None:
-            self.cycle_end.vote(self._last_type)
+            self._vote()
         closed = self._close()
         self._ended_early = early and closed is not None
         return closed if closed and closed.by_type else None

@@ -36,7 +36,7 @@ class GpsReader(DeviceReader):
         self.cfg = svc.section
         self.pub = svc.publisher()
         self.source = None
-        self.splitter = nmea.LineSplitter()
+        self.splitter = nmea.LineSplitter(json=self.cfg.source == "gpsd")
         self.epochs = nmea.EpochAssembler()
         self.sentences = 0
         self.bad_sentences = 0
@@ -78,7 +78,7 @@ class GpsReader(DeviceReader):
 
     def lost(self, error: PortLost) -> None:
         self._publish(self.epochs.flush())
-        self.splitter = nmea.LineSplitter()
+        self.splitter = nmea.LineSplitter(json=self.cfg.source == "gpsd")
         super().lost(error)
 
     def _quiet(self) -> bool:

@@ -163,18 +163,18 @@ def test_splitter_handles_partial_lines_any_line_end_and_endless_binary():
     splitter = nmea.LineSplitter()
     assert splitter.feed(b"$GPRMC,1") == []
     assert splitter.feed(b"23\r\n$GPVTG\n\r$GPGGA\r") == [b"$GPRMC,123", b"$GPVTG", b"$GPGGA"]
-    flood = splitter.feed(b"\xff" * 1000)
-    assert [(b.kind, b.count) for b in flood] == [("junk", 1)]
-    assert splitter.feed(b"\xff" * 1000) == [], "one report per run"
-    assert splitter.feed(b"tail of the flood\n$GPZDA\n") == [b"$GPZDA"]
+    assert splitter.feed(b"\xff" * 1000) == [], "a line is counted when it ends"
+    assert splitter.feed(b"\xff" * 1000) == []
+    ended = splitter.feed(b"tail of the flood\n$GPZDA\n")
+    assert [(b.kind, b.count) for b in ended[:-1]] == [("junk", 1)] and ended[-1] == b"$GPZDA", "one report per run"
 
 
 UBX = b"\xb5\x62\x01\x07\x5c\x00" + bytes(range(0x80, 0xE0)) + b"\r\x0a\x24\x00"  # NAV-PVT-like, with CR, LF and '$'
 STREAM = [s(rmc()), s(GGA.format(q=1)), s("GPGSA,A,3,02,05,12,15,18,21,24,29,,,,,1.85,1.01,1.55")]
 
 
-def _split(chunks) -> tuple[list[bytes], dict]:
-    splitter, lines, bad = nmea.LineSplitter(), [], {}
+def _split(chunks, json=False) -> tuple[list[bytes], dict]:
+    splitter, lines, bad = nmea.LineSplitter(json=json), [], {}
     for chunk in chunks:
         for item in splitter.feed(chunk):
             if isinstance(item, bytes):
@@ -221,9 +221,21 @@ def test_a_long_proprietary_sentence_is_not_an_error():
     assert not nmea.is_fix_data(sentence)
 
 
-def test_gpsd_json_lines_pass_even_with_a_dollar_inside():
-    lines, bad = _split([b'{"class":"VERSION","release":"$3.25"}\n' + STREAM[0] + b"\r\n"])
-    assert lines == [b'{"class":"VERSION","release":"$3.25"}', STREAM[0]] and bad == {}
+def test_gpsd_json_lines_pass_even_with_a_dollar_inside_but_only_from_gpsd():
+    data = b'{"class":"VERSION","release":"$3.25"}\n' + STREAM[0] + b"\r\n"
+    assert _split([data], json=True) == ([b'{"class":"VERSION","release":"$3.25"}', STREAM[0]], {})
+    # On a serial line a '{' is just a byte: a UBX frame holding LF and '{' costs no sentence.
+    assert _split([b"\n{\x01" + STREAM[0] + b"\r\n"]) == ([STREAM[0]], {"junk": 1})
+
+
+@pytest.mark.parametrize("data", [b"\r{a}\n{b}\n" + STREAM[0] + b"\r\n", b"abc\x00\nxyz\r\n" + STREAM[0] + b"\r\n",
+                                  b"$" + b"A" * 1500 + b"\xff\n\xfe\n" + STREAM[0] + b"\n"])
+def test_cutting_the_bytes_anywhere_gives_the_same_lines_and_counts(data):
+    whole = _split([data], json=True)
+    assert whole[0][-1] == STREAM[0]
+    for cut in range(1, len(data)):
+        assert _split([data[:cut], data[cut:]], json=True) == whole, cut
+    assert _split([data[i:i + 1] for i in range(len(data))], json=True) == whole
 
 
 def test_junk_lines_are_counted_one_by_one_but_reported_at_once():
@@ -285,3 +297,54 @@ def test_a_sentence_after_the_learnt_end_unlearns_it_and_rejoins_the_epoch():
     assert assembler.cycle_end.type is None and not assembler.complete
     again = assembler.flush()
     assert again is early and len(again.gsa) == 1, "the late GSA belongs to the epoch it followed"
+
+
+def _publish_like_the_reader(cycles: list[list[str]]) -> list[nmea.Epoch]:
+    """What the reader publishes: an epoch closed by the next, one complete on its cycle's last
+    sentence, and, after each burst, the open epoch on the quiet line."""
+    assembler, published = nmea.EpochAssembler(), []
+    for bodies in cycles:
+        for body in bodies:
+            closed = assembler.add(nmea.parse_line(s(body))[0])
+            if closed is not None:
+                published.append(closed)
+            if assembler.complete:
+                published.append(assembler.flush(early=True))
+        if assembler.current is not None:
+            published.append(assembler.flush())
+    return [e for e in published if e is not None]
+
+
+def _at(second: int, body: str) -> str:
+    return body.replace("120000.00", f"1200{second:02d}.00")
+
+
+GSV = "GPGSV,{n},{i},08,02,45,120,38,05,30,200,35,12,60,080,41,15,20,310,30"
+
+
+def test_a_cycle_ending_in_a_run_of_gsv_is_never_learnt_and_each_epoch_published_once():
+    cycles = [[_at(i, rmc()), _at(i, GGA.format(q=1))] + [GSV.format(n=n, i=k) for k in range(1, n + 1)]
+              for i, n in enumerate([3, 3, 2, 3, 2, 2, 3, 3])]
+    published = _publish_like_the_reader(cycles)
+    assert len(published) == len(cycles) and len({id(e) for e in published}) == len(cycles)
+
+
+def test_a_cycle_that_starts_without_a_time_keeps_each_sentence_in_its_own_epoch():
+    speeds = [f"{10 + i}.000" for i in range(12)]
+    vtg = "GPVTG,90.0,T,,M,{kn},N,,K,A"
+    cycles = [[vtg.format(kn=kn), _at(i, rmc(kn)), _at(i, GGA.format(q=1))] for i, kn in enumerate(speeds)]
+    published = _publish_like_the_reader(cycles)
+    for epoch in published:
+        rmc_knots, vtg_knots = epoch.by_type["RMC"].spd_over_grnd, epoch.by_type["VTG"].spd_over_grnd_kts
+        assert float(rmc_knots) == float(vtg_knots), "a VTG of another cycle in this epoch"
+    assert len(published) == len(cycles)
+
+
+def test_a_lost_last_sentence_unlearns_and_no_epoch_goes_out_without_it():
+    lost = (5, 9, 13)  # three losses far apart are no three cycles in a row ending in VTG
+    cycles = [[_at(i, rmc()), "GPVTG,90.0,T,,M,10.000,N,,K,A"] + ([] if i in lost else [_at(i, GGA.format(q=1))])
+              for i in range(18)]
+    published = _publish_like_the_reader(cycles)
+    for i, epoch in zip(range(18), published):
+        assert ("GGA" in epoch.by_type) == (i not in lost), i
+    assert len(published) == 18
