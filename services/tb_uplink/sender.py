@@ -1,107 +1,112 @@
 """The MQTT sender: drains the outbox to ThingsBoard, oldest first, in its own thread.
 
-One paho client (callback API v2) per connection; its network loop runs in this thread, so the
-callbacks and the in-flight table need no locks. Rows are deleted from the outbox only when their
-PUBACK comes back with success. A batch in flight is never published again on the same
-connection; when a connection dies, its unacknowledged rows simply stay in the outbox and the
-next connection sends them again, oldest first (ThingsBoard overwrites a repeated ts).
+A thin shell around the delivery core (delivery.py, whose rules and reason-code table,
+reasons.py, decide what a PUBACK, a refusal or a close means). One paho client (callback API v2)
+per connection; its network loop runs in this thread, so the callbacks and the core need no
+locks. Rows are deleted from the outbox only when their PUBACK comes back with success.
 
-Failure handling:
-* refused or lost connection: jittered back-off from 1 s to ``reconnect_max_s``;
-* credentials rejected (CONNACK 4/5, 134/135): a configuration fault. Retries slow down to
-  ``auth_retry_s`` and re-read the config file first, so a corrected token resumes delivery
-  without a restart; records keep queuing meanwhile;
-* rate limited (PUBACK 151, DISCONNECT 150/151, CONNACK 159): the buckets are emptied and
-  sending pauses for ``rate_limit_pause_s`` instead of reconnecting and blasting;
-* a batch the server answers by closing the session (or refuses in its PUBACK): the next
-  connection sends those records one at a time; a single record published less than BLAME_S
-  before the session closed, alone in flight, gets an attempt counted, and after
-  ``dead_letter_after`` attempts (one, for "payload format invalid") it is moved to the
-  dead-letter table, so one bad record cannot hold up the rest and good records are not blamed;
-* a server that accepts the TCP connection but never answers CONNACK: given up after
-  ``connect_timeout_s``, like a refused connection;
-* acknowledged rows that cannot be deleted (a full disk): kept out of every batch and deleted
-  once the disk has room, so nothing is sent twice; a damaged outbox file: the main thread is
-  asked to replace it (storage.py), and this connection steps aside meanwhile.
+Also here, because they share the session: client attributes (spending rate budget like
+telemetry, since ThingsBoard counts them as telemetry), the client RPC ``getSessionLimits``,
+and the messages from the server that the main thread acts on: shared attribute updates and
+replies (remote settings) and server-side RPC requests, put on ``inbox``; the main thread's
+replies come back through ``send``. On MQTT 5 the subscriptions use No Local, so our own
+attribute publishes do not come back to us through a plain broker standing in for ThingsBoard.
+
+Besides the core's reactions: a server that accepts the TCP connection but never answers CONNACK
+is given up after ``connect_timeout_s``; acknowledged rows that cannot be deleted (a full disk)
+are kept out of every batch and deleted once the disk has room; a damaged outbox file: the main
+thread is asked to replace it (storage.py), and this connection steps aside meanwhile.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
+import queue
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from common.config import ConfigError, TbUplinkConfig, read_secret
 from services.tb_uplink import limits
+from services.tb_uplink.delivery import Accept, Delivery, Policy, Publish, Reconnect, Reject
 from services.tb_uplink.outbox import Outbox, OutboxCorrupt, OutboxError
 from services.tb_uplink.storage import Gate
 
-TELEMETRY = "v1/devices/me/telemetry"
 ATTRIBUTES = "v1/devices/me/attributes"
+ATTRIBUTES_REQUEST = "v1/devices/me/attributes/request/"
+ATTRIBUTES_RESPONSE = "v1/devices/me/attributes/response/"
 RPC_REQUEST = "v1/devices/me/rpc/request/"
 RPC_RESPONSE = "v1/devices/me/rpc/response/"
-BLAME_S = 2.0
 LOOP_S = 0.05
 UNSAVED_RETRY_S = 1.0
-AUTH_FAILURES = {"Bad user name or password", "Not authorized", "Bad username or password"}
-RATE_FAILURES = {0x96, 0x97, 0x9F}  # message rate too high, quota exceeded, connection rate exceeded
-POISON_FAILURES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, payload format invalid
+OWN_RPC = "getSessionLimits"
 
 log = logging.getLogger("tb_uplink.sender")
 
 
-@dataclass
-class InFlight:
-    ids: list[int]
-    sent_at: float
+def policy(cfg: TbUplinkConfig) -> Policy:
+    return Policy(window=cfg.inflight_window, max_bytes=cfg.batch_max_bytes, dead_letter_after=cfg.dead_letter_after,
+                  pause_s=cfg.rate_limit_pause_s, reconnect_max_s=cfg.reconnect_max_s, auth_retry_s=cfg.auth_retry_s)
 
 
 class Sender(threading.Thread):
-    """Owns the MQTT connection. The main thread reads the status attributes and sets attributes."""
+    """Owns the MQTT connection. The main thread reads the status attributes, sets the client
+    attributes, reads ``inbox`` and answers through ``send``."""
 
     def __init__(self, cfg: TbUplinkConfig, reload: Callable[[], TbUplinkConfig], stop: threading.Event,
-                 gate: Gate | None = None):
+                 gate: Gate | None = None, shared_keys: tuple[str, ...] = ()):
         super().__init__(name="mqtt-sender", daemon=True)
         self.cfg, self.reload, self._halt = cfg, reload, stop
         self.gate = gate or Gate()
         self.server = f"{cfg.host}:{cfg.port}"
-        self.connected = False
-        self.error: str | None = None
         self.sent = 0
         self.last_ack_ts: float | None = None
         self.limits = limits.RateLimits(limits.PRESETS[cfg.rate_limits])
+        self.core = Delivery(None, policy(cfg), self.limits)
+        self.shared_keys = shared_keys
+        self.inbox: queue.Queue[tuple] = queue.Queue(maxsize=1000)
+        self._outgoing: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=1000)
         self._attributes: dict = {}
         self._attributes_sent: dict | None = None
         self._client: mqtt.Client | None = None
-        self._inflight: dict[int, InFlight] = {}
-        self._sent_upto = 0
-        self._live_sent: set[int] = set()
-        self._live_high = 0  # the newest record sent live: only a record newer than it is live
-        self._suspect_upto = 0
-        self._rewind_to: int | None = None
         self._next_attempt = 0.0
-        self._backoff = 1.0
-        self._paused_until = 0.0
-        self._max_bytes = cfg.batch_max_bytes
-        self._window = cfg.inflight_window
         self._reload_credentials = False
-        self._rpc_id = 0
+        self._request_id = 0
         self._connect_started = 0.0
-        self._unsaved_acks: set[int] = set()  # acknowledged, but the delete failed (disk full)
         self._unsaved_retry_at = 0.0
+        self._error: str | None = None
+        self._logged_error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self.core.connected
+
+    @property
+    def error(self) -> str | None:
+        """Why nothing is being sent: the last refusal or close, or a rate-limit pause in session."""
+        return self.core.error if self.connected else self._error
 
     # -- called from the main thread ---------------------------------------------------------
 
     def set_attributes(self, attributes: dict) -> None:
         self._attributes = dict(attributes)
+
+    def send(self, topic: str, payload: str) -> None:
+        """Publish from this thread on the next step (an RPC reply); dropped when nobody is connected."""
+        try:
+            self._outgoing.put_nowait((topic, payload))
+        except queue.Full:
+            log.warning("dropping a reply to the server: %d are waiting already", self._outgoing.qsize())
+
+    def set_shape(self, shape) -> None:
+        """How rows become payloads (the budget planner's thinning); swapped whole, so no lock."""
+        self.core.shape = shape
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -117,12 +122,11 @@ class Sender(threading.Thread):
                 except Exception as e:  # the thread must not die: it is the only way records leave
                     log.exception("sender error; dropping the connection and starting again")
                     self._drop_client()
-                    self._retry_later(f"sender error: {type(e).__name__}: {e}")
+                    self._wait(Reconnect(self.core.backoff_s, f"sender error: {type(e).__name__}: {e}"))
         finally:
             self.gate.sender_running = False
             if self._client is not None:
                 self._client.disconnect()
-            self.connected = False
             if self.outbox is not None:
                 self.outbox.close()
 
@@ -132,22 +136,22 @@ class Sender(threading.Thread):
             self.gate.step_aside(self._halt)
             return
         if self.outbox is None:
-            self.outbox = Outbox(self.cfg.outbox_path, durable=False)
+            self.outbox = self.core.outbox = Outbox(self.cfg.outbox_path, durable=False)
         self._step()
 
     def _close_outbox(self) -> None:
         """Before the file is replaced: nothing in flight refers to its ids any more."""
         self._drop_client()
-        self._unsaved_acks.clear()
+        self.core.unsaved.clear()
         if self.outbox is not None:
             self.outbox.close()
-            self.outbox = None
+            self.outbox = self.core.outbox = None
 
     def _outbox_damaged(self, error: OutboxCorrupt) -> None:
         log.error("%s; asking for the outbox to be replaced", error)
         self._close_outbox()
         self.gate.recovery_requested.set()
-        self._retry_later(f"outbox damaged: {error}", 1.0)
+        self._wait(Reconnect(1.0, f"outbox damaged: {error}"))
 
     def _step(self) -> None:
         if self._client is None:
@@ -158,28 +162,30 @@ class Sender(threading.Thread):
             return
         rc = self._client.loop(LOOP_S)
         if rc != mqtt.MQTT_ERR_SUCCESS and self._client is not None:
-            self._lost(f"connection lost ({mqtt.error_string(rc)})")
+            self._closed(None, f"connection to {self.server} lost ({mqtt.error_string(rc)})")
             return
-        if self._client is not None and not self.connected and \
+        if self._client is not None and not self.core.connected and \
                 time.monotonic() - self._connect_started > self.cfg.connect_timeout_s:
-            self._lost(f"no answer (CONNACK) from {self.server} within {self.cfg.connect_timeout_s:g} s")
+            self._closed(None, f"no answer (CONNACK) from {self.server} within {self.cfg.connect_timeout_s:g} s")
             return
         if self.connected:
             self._delete_unsaved()
+            self._send_outgoing()
             self._publish_attributes()
             self._fill()
 
     def _delete_unsaved(self) -> None:
-        if self._unsaved_acks and time.monotonic() >= self._unsaved_retry_at:
+        unsaved = self.core.unsaved
+        if unsaved and time.monotonic() >= self._unsaved_retry_at:
             self._unsaved_retry_at = time.monotonic() + UNSAVED_RETRY_S
             try:
-                self.outbox.accept(sorted(self._unsaved_acks))
+                self.outbox.accept(sorted(unsaved))
             except OutboxCorrupt:
                 raise
             except OutboxError:
                 return
-            log.info("deleted %d acknowledged record(s) the full disk had kept", len(self._unsaved_acks))
-            self._unsaved_acks.clear()
+            log.info("deleted %d acknowledged record(s) the full disk had kept", len(unsaved))
+            unsaved.clear()
 
     def _credentials(self) -> tuple[str | None, str | None, str]:
         cfg = self.cfg
@@ -213,191 +219,162 @@ class Sender(threading.Thread):
                                cert_reqs=ssl.CERT_REQUIRED)
             client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         except (OSError, ssl.SSLError, ValueError) as e:
-            self._retry_later(f"cannot connect to {self.server}: {_describe(e)}")
+            self._wait(self.core.closed(None, time.monotonic(), f"cannot connect to {self.server}: {_describe(e)}")[-1])
             return
         self._client = client
         self._connect_started = time.monotonic()
 
-    def _retry_later(self, error: str, delay: float | None = None) -> None:
-        if error != self.error:
-            log.warning("%s", error)
-        self.error = error
-        if delay is None:
-            delay = self._backoff * random.uniform(0.8, 1.2)
-            self._backoff = min(self.cfg.reconnect_max_s, self._backoff * 2)
-        self._next_attempt = time.monotonic() + delay
+    def _wait(self, action: Reconnect) -> None:
+        """Stay disconnected for ``after_s``; say why once (the same error is not logged again)."""
+        self._log_once(action.error)
+        self._error = action.error
+        self._reload_credentials = self._reload_credentials or action.reload_credentials
+        self._next_attempt = time.monotonic() + action.after_s
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            name = str(reason_code)
             self._drop_client()
-            if name in AUTH_FAILURES:
-                self._reload_credentials = True
-                self._retry_later(f"credentials rejected by {self.server} ({name}); check the token, "
-                                  f"retrying every {self.cfg.auth_retry_s:g} s", self.cfg.auth_retry_s)
-            elif reason_code.value in RATE_FAILURES:
-                self._rate_limited(f"connection refused by {self.server}: {name}")
-            else:
-                self._retry_later(f"connection refused by {self.server}: {name}")
+            self._wait(self.core.refused(reason_code.value, self.server, time.monotonic()))
             return
         log.info("connected to %s", self.server)
-        self.connected, self.error, self._backoff = True, None, 1.0
+        self._logged_error = self._error = None
+        self.core.connected_now()
         self._attributes_sent = None
-        client.subscribe(RPC_RESPONSE + "+", qos=1)
-        self._rpc_id += 1
-        client.publish(RPC_REQUEST + str(self._rpc_id), json.dumps({"method": "getSessionLimits", "params": {}}), qos=1)
+        v5 = self.cfg.mqtt_protocol == "mqttv5"
+        topics = (RPC_RESPONSE + "+", RPC_REQUEST + "+", ATTRIBUTES, ATTRIBUTES_RESPONSE + "+")
+        client.subscribe([(t, SubscribeOptions(qos=1, noLocal=True) if v5 else 1) for t in topics])
+        self._request(RPC_REQUEST, {"method": OWN_RPC, "params": {}})
+        if self.shared_keys:
+            self._request(ATTRIBUTES_REQUEST, {"sharedKeys": ",".join(self.shared_keys)})
+
+    def _request(self, prefix: str, body: dict) -> None:
+        self._request_id += 1
+        self._client.publish(prefix + str(self._request_id), json.dumps(body), qos=1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._client is client:
-            detail = str(reason_code)
-            if getattr(reason_code, "value", None) in RATE_FAILURES:
-                self._drop_client()
-                self._rate_limited(f"disconnected by {self.server}: {detail}")
-            else:
-                self._lost(f"disconnected from {self.server} ({detail})")
+            from_server = getattr(flags, "is_disconnect_packet_from_server", False)
+            self._closed(reason_code.value if from_server else None, f"disconnected from {self.server}")
 
-    def _lost(self, error: str) -> None:
-        """The connection died. If one record alone was in flight, sent just before, it may be
-        what the server refused: count an attempt against it. If more were in flight, the next
-        connection sends them one record at a time, so that a culprit is found without blaming
-        the others."""
-        now = time.monotonic()
-        batches = list(self._inflight.values())
-        if len(batches) == 1 and len(batches[0].ids) == 1 and now - batches[0].sent_at <= BLAME_S:
-            self._blame(batches[0].ids, error, self.cfg.dead_letter_after)
-        elif batches:
-            self._suspect_upto = max(self._suspect_upto, max(i for b in batches for i in b.ids))
+    def _closed(self, code: int | None, detail: str) -> None:
+        actions = self.core.closed(code, time.monotonic(), detail)
         self._drop_client()
-        self._retry_later(error)
+        for action in actions:
+            if isinstance(action, Reject):
+                self._reject(action)
+            else:
+                self._wait(action)
 
-    def _blame(self, ids: list[int], reason: str, dead_after: int) -> None:
-        moved = self.outbox.reject(ids, reason, dead_after)
+    def _reject(self, action: Reject) -> None:
+        moved = self.outbox.reject(list(action.ids), action.reason, action.dead_after)
         if moved:
-            log.warning("moved %d record(s) the server keeps refusing to the dead-letter table (%s)", moved, reason)
+            log.warning("moved %d record(s) the server refuses to the dead-letter table (%s)", moved, action.reason)
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None
-        self.connected = False
-        self._inflight.clear()
-        self._live_sent.clear()
-        self._live_high = 0
-        self._sent_upto = 0
-        self._rewind_to = None
+        self.core.abandon()
         if client is not None:
             client.on_disconnect = None
             client.disconnect()
 
-    def _rate_limited(self, error: str) -> None:
-        self.limits.exhaust()
-        self._paused_until = time.monotonic() + self.cfg.rate_limit_pause_s
-        self._retry_later(f"{error}; rate limited, pausing {self.cfg.rate_limit_pause_s:g} s",
-                          self.cfg.rate_limit_pause_s)
-
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        batch = self._inflight.pop(mid, None)
-        if batch is None:
-            return
-        if not reason_code.is_failure:
-            self._accept(batch.ids)
-            self.sent += len(batch.ids)
-            self.last_ack_ts = time.time()
-            self._live_sent.difference_update(batch.ids)
-            if self._suspect_upto and max(batch.ids) >= self._suspect_upto:
-                self._suspect_upto = 0
-            return
-        if reason_code.value in RATE_FAILURES:
-            self.limits.exhaust()
-            self._paused_until = time.monotonic() + self.cfg.rate_limit_pause_s
-            self.error = f"rate limited by {self.server} ({reason_code}); pausing {self.cfg.rate_limit_pause_s:g} s"
-            log.warning("%s", self.error)
-        elif len(batch.ids) == 1:
-            self._blame(batch.ids, str(reason_code),
-                        1 if reason_code.value in POISON_FAILURES else self.cfg.dead_letter_after)
-        else:
-            self._suspect_upto = max(self._suspect_upto, max(batch.ids))
-        # Send the refused rows again, but only once nothing is in flight: never twice at once.
-        target = min(batch.ids[0] - 1, self._sent_upto)
-        self._rewind_to = target if self._rewind_to is None else min(self._rewind_to, target)
+        for action in self.core.acked(mid, reason_code.value, time.monotonic()):
+            if isinstance(action, Accept):
+                self._accept(action)
+            else:
+                self._reject(action)
+        if self.core.paused_until > time.monotonic():
+            self._log_once(self.core.error)
 
-    def _accept(self, ids: list[int]) -> None:
+    def _log_once(self, error: str | None) -> None:
+        if error and error != self._logged_error:
+            log.warning("%s", error)
+            self._logged_error = error
+
+    def _accept(self, action: Accept) -> None:
+        ids = list(action.ids)
+        self.sent += len(ids)
+        self.last_ack_ts = time.time()
         try:
             self.outbox.accept(ids)
         except OutboxCorrupt:
             raise
         except OutboxError as e:
-            if not self._unsaved_acks:
+            if not self.core.unsaved:
                 log.warning("%s; keeping those records out of the next batches until they can be deleted", e)
-            self._unsaved_acks.update(ids)
+            self.core.unsaved.update(ids)
 
     def _on_message(self, client, userdata, message) -> None:
-        if not message.topic.startswith(RPC_RESPONSE):
-            return
+        topic = message.topic
         try:
-            reply = json.loads(message.payload)
+            body = json.loads(message.payload)
+        except ValueError:
+            log.warning("ignoring a message on %s that is not JSON", topic)
+            return
+        if topic.startswith(RPC_RESPONSE):
+            self._session_limits(body)
+        elif topic.startswith(RPC_REQUEST):
+            if isinstance(body, dict) and body.get("method") != OWN_RPC:
+                self._to_main(("rpc", topic[len(RPC_REQUEST):], body))
+        elif topic == ATTRIBUTES or topic.startswith(ATTRIBUTES_RESPONSE):
+            shared = body.get("shared", {}) if topic != ATTRIBUTES and isinstance(body, dict) else body
+            self._to_main(("settings", shared, topic != ATTRIBUTES))
+
+    def _to_main(self, item: tuple) -> None:
+        try:
+            self.inbox.put_nowait(item)
+        except queue.Full:
+            log.warning("the main thread is not taking server messages; dropping one")
+
+    def _session_limits(self, reply) -> None:
+        try:
             spec = limits.from_session_limits(reply)
-        except (ValueError, limits.LimitsError, AttributeError) as e:
+        except (limits.LimitsError, AttributeError) as e:
             log.warning("ignoring a getSessionLimits reply: %s", e)
             return
         if spec and limits.RateLimits(spec).description != self.limits.description:
             # Rebuilt only when the figures change: ThingsBoard counts per device, across sessions.
-            self.limits = limits.RateLimits(spec)
-        max_payload = reply.get("maxPayloadSize")
-        if isinstance(max_payload, int) and max_payload > 1024:
-            self._max_bytes = min(self.cfg.batch_max_bytes, int(max_payload * limits.MARGIN))
-        inflight = reply.get("maxInflightMessages")
-        if isinstance(inflight, int) and inflight > 0:
-            self._window = max(1, min(self.cfg.inflight_window, inflight))
+            self.limits = self.core.limits = limits.RateLimits(spec)
+        payload, inflight = reply.get("maxPayloadSize"), reply.get("maxInflightMessages")
+        self.core.session_limits(payload if isinstance(payload, int) else None,
+                                 inflight if isinstance(inflight, int) else None)
         log.info("session limits from %s: %s, payload <= %d B, %d in flight",
-                 self.server, self.limits.description, self._max_bytes, self._window)
+                 self.server, self.limits.description, self.core.max_bytes, self.core.window)
+
+    def _send_outgoing(self) -> None:
+        while True:
+            try:
+                topic, payload = self._outgoing.get_nowait()
+            except queue.Empty:
+                return
+            self._client.publish(topic, payload, qos=1)
 
     def _publish_attributes(self) -> None:
+        """Client attributes spend budget like telemetry (ThingsBoard counts them so); they wait
+        while the first record after a pause probes whether the server is ready again."""
         attributes = self._attributes
-        if attributes and attributes != self._attributes_sent and self.limits.allow(0, telemetry=False):
+        if attributes and attributes != self._attributes_sent and not self.core.probing and \
+                self.limits.allow(len(attributes)):
             self._client.publish(ATTRIBUTES, json.dumps(attributes), qos=1)
             self._attributes_sent = attributes
 
     def _fill(self) -> None:
-        """Publish batches while the window and the rate budget allow."""
-        if time.monotonic() < self._paused_until:
-            return
-        if self._rewind_to is not None:
-            if self._inflight:
+        """Publish batches while the core has them for us."""
+        while self._client is not None:
+            action = self.core.next(time.monotonic())
+            if action is None:
                 return
-            self._sent_upto, self._rewind_to = self._rewind_to, None
-            self._live_sent.clear()
-        window = 1 if self._suspect_upto > self._sent_upto else self._window
-        max_points = self.limits.max_points() or 1_000_000
-        while len(self._inflight) < window:
-            rows, live = self._next_rows(max_points)
-            if not rows:
+            if isinstance(action, Reject):
+                self._reject(action)
+            elif not self._publish(action):
                 return
-            points = sum(r.points for r in rows)
-            if not self.limits.allow(points):
-                return
-            payload = "[" + ",".join(r.payload for r in rows) + "]"
-            info = self._client.publish(TELEMETRY, payload, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                return
-            ids = [r.id for r in rows]
-            self._inflight[info.mid] = InFlight(ids, time.monotonic())
-            if live:
-                self._live_sent.add(ids[0])
-                self._live_high = ids[0]
-            else:
-                self._sent_upto = ids[-1]
-                self._live_sent = {i for i in self._live_sent if i > self._sent_upto}
 
-    def _next_rows(self, max_points: int) -> tuple[list, bool]:
-        """With a limited budget the newest record goes first, so the display on the server stays
-        live while a backlog drains; otherwise strictly oldest first. Returns (rows, live)."""
-        if not self.limits.unlimited and not self._suspect_upto:
-            newest = self.outbox.newest()
-            if newest and newest.id > max(self._sent_upto, self._live_high) and newest.id not in self._unsaved_acks:
-                return [newest], True
-        one_by_one = self._suspect_upto > self._sent_upto
-        return self.outbox.batch(self._sent_upto, self._max_bytes, max_points,
-                                 skip=frozenset(self._live_sent | self._unsaved_acks),
-                                 limit=1 if one_by_one else 500), False
+    def _publish(self, action: Publish) -> bool:
+        info = self._client.publish(action.topic, action.payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        self.core.sent(info.mid, action, time.monotonic())
+        return True
 
 
 def _describe(error: Exception) -> str:

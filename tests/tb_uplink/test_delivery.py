@@ -24,7 +24,7 @@ TOKEN = "S3CRET-T0KEN-4711"
 def uplink_config(tmp_path, port, **section):
     return write_config(tmp_path / "c.yaml", debug_output2=2, tb_uplink={
         "host": "127.0.0.1", "port": port, "token": TOKEN, "token_env": None, "outbox_path": str(tmp_path / "o.db"),
-        "upload_interval": 0.3, "reconnect_max_s": 2, "auth_retry_s": 1, **section})
+        "upload_interval": 0.3, "reconnect_max_s": 2, "auth_retry_s": 1, "rate_limit_pause_s": 1, **section})
 
 
 def full_record(i: int, n: int) -> tuple[int, dict]:
