@@ -6,7 +6,16 @@ import time
 import pytest
 
 from services.tb_uplink import limits, reasons
-from services.tb_uplink.delivery import BLAME_S, TELEMETRY, Accept, Delivery, Policy, Publish, Reconnect, Reject
+from services.tb_uplink.delivery import (
+    BLAME_S,
+    TELEMETRY,
+    Accept,
+    Delivery,
+    Policy,
+    Publish,
+    Reconnect,
+    Reject,
+)
 from services.tb_uplink.outbox import Outbox
 
 NOW = 1000.0
