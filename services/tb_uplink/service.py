@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.metadata
+import queue
 import socket
 import struct
 import threading
@@ -26,6 +27,7 @@ from common.service import Service
 from services.tb_uplink.outbox import OutboxError
 from services.tb_uplink.records import Clock, RecordMaker, ntp_synced
 from services.tb_uplink.sender import Sender
+from services.tb_uplink.settings import RemoteSettings, table
 from services.tb_uplink.storage import Gate, Storage
 
 SIOCGIFADDR = 0x8915
@@ -92,16 +94,20 @@ class Uplink:
         self.records = RecordMaker(cfg.max_value_age_s, cfg.zero_pad_number_cells, cfg.zero_pad_number_packs,
                                    cfg.key_set == "full")
         self.stop = threading.Event()
-        self.sender = Sender(cfg, self._reload, self.stop, self.gate)
+        self.remote = RemoteSettings(table(()), {"upload_interval": cfg.upload_interval, "key_set": cfg.key_set})
+        self.interval = cfg.upload_interval
+        self.next_record = time.monotonic() + self.interval
+        self.sender = Sender(cfg, self._reload, self.stop, self.gate, shared_keys=self.remote.keys)
         self.status_every = Every(1.0)
         self.base_attributes = {"software_version": software_version(), **host_addresses(cfg.host)}
+        self.info_attributes: dict = {}
+        self._attributes()
 
     def _reload(self) -> configmod.TbUplinkConfig:
         return configmod.load(self.svc.args.config).tb_uplink
 
     def run(self) -> None:
         self.sender.start()
-        next_record = time.monotonic() + self.cfg.upload_interval
         try:
             while not self.svc.stopping:
                 msg = self.sub.recv(0.1)
@@ -109,8 +115,9 @@ class Uplink:
                     self._take(msg)
                     for latest in self.sub.drain().values():
                         self._take(latest)
-                if time.monotonic() >= next_record:
-                    next_record = max(next_record + self.cfg.upload_interval, time.monotonic())
+                self._from_server()
+                if time.monotonic() >= self.next_record:
+                    self.next_record = max(self.next_record + self.interval, time.monotonic())
                     self._record()
                 if self.status_every.due():
                     self.storage.tick()
@@ -126,9 +133,38 @@ class Uplink:
             self.clock.observe_fix(msg)
         elif msg.topic == "bms.info":
             info = msg.data
-            self.sender.set_attributes({**self.base_attributes, **{
+            self.info_attributes = {
                 k: v for k, v in (("bms_software_version", info.software_version), ("bms_serial", info.bms_serial),
-                                  ("pack_serial", info.pack_serial), ("pack_count", info.pack_count)) if v is not None}})
+                                  ("pack_serial", info.pack_serial), ("pack_count", info.pack_count)) if v is not None}
+            self._attributes()
+
+    def _attributes(self) -> None:
+        self.sender.set_attributes({**self.base_attributes, **self.info_attributes, **self.remote.attributes()})
+
+    def _from_server(self) -> None:
+        """Shared attribute updates and server-side RPC requests the sender thread received."""
+        while True:
+            try:
+                kind, *rest = self.sender.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "settings":
+                self._settings(*rest)
+
+    def _settings(self, update, full: bool) -> None:
+        refused = dict(self.remote.refused)
+        changed = self.remote.take(update, full)
+        for key, value in changed.items():
+            self.svc.log.info("remote setting %s: %r now in use", key, value)
+        for key, why in self.remote.refused.items():
+            if refused.get(key) != why:
+                self.svc.log.warning("remote setting refused: %s", why)
+        if "upload_interval" in changed:
+            self.interval = changed["upload_interval"]
+            self.next_record = min(self.next_record, time.monotonic() + self.interval)
+        if "key_set" in changed:
+            self.records.full = changed["key_set"] == "full"
+        self._attributes()
 
     def _record(self) -> None:
         record = self.records.make()
