@@ -61,6 +61,17 @@ def host_addresses(server: str) -> dict[str, str]:
     return out
 
 
+def base_attributes(host: str) -> dict:
+    """The client attributes of this car and its software, sent on every connect."""
+    return {"software_version": software_version(), **host_addresses(host)}
+
+
+def info_attributes(info: messages.BmsInfo) -> dict:
+    """The client attributes from a bms.info (unknown ones left out)."""
+    return {k: v for k, v in (("bms_software_version", info.software_version), ("bms_serial", info.bms_serial),
+                              ("pack_serial", info.pack_serial), ("pack_count", info.pack_count)) if v is not None}
+
+
 def check_credentials(cfg: configmod.TbUplinkConfig) -> None:
     """Stop at start when no credentials can be found at all (exit 2, one line). The line names
     the keys, never their values: a token is often pasted into the wrong one."""
@@ -99,7 +110,7 @@ class Uplink:
         self.next_record = time.monotonic() + self.interval
         self.sender = Sender(cfg, self._reload, self.stop, self.gate, shared_keys=self.remote.keys)
         self.status_every = Every(1.0)
-        self.base_attributes = {"software_version": software_version(), **host_addresses(cfg.host)}
+        self.base_attributes = base_attributes(cfg.host)
         self.info_attributes: dict = {}
         self._attributes()
 
@@ -132,10 +143,7 @@ class Uplink:
         if msg.topic == "gps.fix":
             self.clock.observe_fix(msg)
         elif msg.topic == "bms.info":
-            info = msg.data
-            self.info_attributes = {
-                k: v for k, v in (("bms_software_version", info.software_version), ("bms_serial", info.bms_serial),
-                                  ("pack_serial", info.pack_serial), ("pack_count", info.pack_count)) if v is not None}
+            self.info_attributes = info_attributes(msg.data)
             self._attributes()
 
     def _attributes(self) -> None:

@@ -9,7 +9,6 @@ a unit that differs from common/fields.py, or an alarm rule comparing a key as t
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -53,17 +52,11 @@ def field_table_keys() -> set[str]:
 
 
 def client_attributes() -> dict:
-    """The attributes Uplink sends: its base attributes (as Uplink.__init__ builds them) plus the bms.info
-    ones, taken by running the real Uplink._take on a bms.info with every field set."""
-    sent: dict = {}
-    uplink = object.__new__(service.Uplink)
-    uplink.base_attributes = {"software_version": service.software_version(), **service.host_addresses("127.0.0.1")}
-    uplink.records = SimpleNamespace(take=lambda msg: None)
-    uplink.sender = SimpleNamespace(set_attributes=sent.update)
+    """The attributes Uplink sends: its base attributes plus those of a bms.info with every field set,
+    made by the functions the service uses."""
     info = BmsInfo(protocol_version="25", address=1, software_version="P16S100A-1812-1.00",
                    bms_serial="216061024400003A", pack_serial="PACK0001", pack_count=2)
-    uplink._take(Message("bms.info", "test", 0, NOW, info))
-    return sent
+    return {**service.base_attributes("127.0.0.1"), **service.info_attributes(info)}
 
 
 @pytest.fixture(scope="module")
