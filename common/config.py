@@ -163,7 +163,14 @@ class TbUplinkConfig(_Section):
     outbox_path: str = "var/outbox.sqlite3"
     outbox_max_rows: Annotated[int, msgspec.Meta(ge=10, le=100_000_000)] = 2_000_000
     outbox_max_age_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 30.0
-    rate_limits: Literal["ce", "cloud"] = "ce"
+    # The ThingsBoard plan: its rate limits and data-point budget (services/tb_uplink/budget.py).
+    # ce: a Community Edition server, unlimited; cloud: Cloud Free; prototype, pilot, startup,
+    # business: the paid Cloud plans; custom: the three budget_* figures below.
+    rate_limits: Literal["ce", "cloud", "prototype", "pilot", "startup", "business", "custom"] = "ce"
+    budget_points_per_hour: Annotated[int, msgspec.Meta(ge=100)] | None = None
+    budget_points_per_month: Annotated[int, msgspec.Meta(ge=1000)] | None = None
+    budget_messages_per_month: Annotated[int, msgspec.Meta(ge=1000)] | None = None
+    drive_hours_per_month: Annotated[float, msgspec.Meta(gt=0, le=744)] = 60.0
     rate_limit_pause_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 60.0
     key_set: Literal["full", "original"] = "full"
     # Whether the system clock can stamp records: auto asks the kernel whether NTP (chrony,
@@ -191,6 +198,13 @@ class TbUplinkConfig(_Section):
                 raise ValueError(f"tb_uplink.{key}: a certificate is only used with tls: true")
         if self.key_file and not self.cert_file:
             raise ValueError("tb_uplink.key_file: a key file needs cert_file")
+        budgets = ("budget_points_per_hour", "budget_points_per_month", "budget_messages_per_month")
+        if self.rate_limits == "custom" and all(getattr(self, k) is None for k in budgets):
+            raise ValueError("tb_uplink.budget_points_per_hour: rate_limits is custom but no budget_* figure is set")
+        if self.rate_limits != "custom":
+            for key in budgets:
+                if getattr(self, key) is not None:
+                    raise ValueError(f"tb_uplink.{key}: only used with rate_limits: custom")
         if self.outbox_path.strip() in ("", ":memory:") or self.outbox_path.startswith("file:"):
             raise ValueError("tb_uplink.outbox_path: must be a file path (records must survive a restart)")
 

@@ -147,6 +147,11 @@ class UplinkStatus(Data):
     clock_reason: str | None = None
     rate_limits: str | None = None
     outbox_state: Literal["ok", "full", "recovered", "failed"] = "ok"
+    budget: str | None = None  # the data-point plan in words (services/tb_uplink/budget.py)
+    forecast_points_per_hour: int | None = None
+    monthly_budget_lasts_h: Number | None = None  # hours of driving; None: no monthly limit
+    points_sent_last_hour: int | None = None  # data points published in the last hour (telemetry and attributes)
+    thinned: int = 0  # records the plan left nothing of, deleted unsent since start
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ class _Session:
     probed: bool = False
 
 
+# How rows become payload parts and their data points; ``live`` says which stream they are.
 Shape = Callable[[list, bool], tuple[list[str], int]]
 
 
@@ -262,9 +263,10 @@ class Delivery:
 
     # -- what to send next ---------------------------------------------------------------------------
 
-    def next(self, now: float) -> Publish | Reject | None:
+    def next(self, now: float) -> Publish | Reject | Accept | None:
         """The next batch to publish (limits already spent), a record to dead-letter before it is
-        ever sent, or None while the window, the pause, a probe or the budget says wait."""
+        ever sent, records the budget planner thinned to nothing (to delete unsent), or None
+        while the window, the pause, a probe or the budget says wait."""
         s = self.session
         if s is None or now < self.paused_until or s.probe is not None:
             return None
@@ -284,6 +286,8 @@ class Delivery:
         if oversize is not None:
             return oversize
         parts, points = self.shape(rows, live)
+        if not parts:  # the budget planner left nothing of these records to send: done with them
+            return Accept(tuple(r.id for r in rows))
         payload = ("[" + ",".join(parts) + "]").encode()
         while len(payload) > self.hard_limit and len(rows) > 1:  # non-ASCII text: bytes over chars
             rows = rows[: len(rows) // 2]
@@ -306,9 +310,10 @@ class Delivery:
         """With a limited budget the newest record goes first, so the display on the server stays
         live while a backlog drains; otherwise strictly oldest first. Returns (rows, live)."""
         if not self.limits.unlimited and not self.suspect_upto:
-            newest = self.outbox.newest()
-            if newest and newest.id > max(s.sent_upto, s.live_high) and newest.id not in self.unsaved:
-                return [newest], True
+            floor = max(s.sent_upto, s.live_high)
+            for part in self.outbox.newest_parts():  # one message each: a part fills a message
+                if part.id > floor and part.id not in self.unsaved:
+                    return [part], True
         one_by_one = self.suspect_upto > s.sent_upto or (s.after_pause and not s.probed)
         return self.outbox.batch(s.sent_upto, self.max_bytes, self.limits.max_points() or 1_000_000,
                                  skip=frozenset(s.live_sent | self.unsaved),

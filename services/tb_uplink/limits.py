@@ -22,6 +22,16 @@ PRESETS: dict[str, dict[str, str] | None] = {
 }
 
 
+PAID_PLANS = ("prototype", "pilot", "startup", "business")  # the same device limits as Free (assumed)
+
+
+def preset(name: str, points_per_hour: int | None = None) -> dict[str, str] | None:
+    """The rate limits of a plan of the config; ``custom`` from its hourly data-point budget."""
+    if name == "custom":
+        return {"telemetryDataPoints": f"{points_per_hour}:3600"} if points_per_hour else None
+    return PRESETS["cloud" if name in PAID_PLANS else name]
+
+
 class LimitsError(ValueError):
     pass
 

@@ -172,6 +172,11 @@ class Outbox:
         found = self._rows("ORDER BY id DESC LIMIT 1", ())
         return found[0] if found else None
 
+    def newest_parts(self) -> list[Row]:
+        """The rows of the newest record: one, or the parts of a record split to fit a message."""
+        return self._rows("WHERE ts_ms = (SELECT ts_ms FROM outbox ORDER BY id DESC LIMIT 1) AND "
+                          "id > (SELECT MAX(id) FROM outbox) - 64 ORDER BY id", ())
+
     def _rows(self, where: str, args: tuple) -> list[Row]:
         try:
             found = self.db.execute(f"SELECT id, ts_ms, points, CAST(payload AS BLOB) FROM outbox {where}",

@@ -20,6 +20,7 @@ thread is asked to replace it (storage.py), and this connection steps aside mean
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -66,8 +67,10 @@ class Sender(threading.Thread):
         self.gate = gate or Gate()
         self.server = f"{cfg.host}:{cfg.port}"
         self.sent = 0
+        self.thinned = 0  # records the budget planner left nothing of
+        self.points_sent: collections.deque[tuple[float, int]] = collections.deque()
         self.last_ack_ts: float | None = None
-        self.limits = limits.RateLimits(limits.PRESETS[cfg.rate_limits])
+        self.limits = limits.RateLimits(limits.preset(cfg.rate_limits, cfg.budget_points_per_hour))
         self.core = Delivery(None, policy(cfg), self.limits)
         self.shared_keys = shared_keys
         self.inbox: queue.Queue[tuple] = queue.Queue(maxsize=1000)
@@ -357,6 +360,7 @@ class Sender(threading.Thread):
                 self.limits.allow(len(attributes)):
             self._client.publish(ATTRIBUTES, json.dumps(attributes), qos=1)
             self._attributes_sent = attributes
+            self._count_points(len(attributes))
 
     def _fill(self) -> None:
         """Publish batches while the core has them for us."""
@@ -366,15 +370,40 @@ class Sender(threading.Thread):
                 return
             if isinstance(action, Reject):
                 self._reject(action)
+            elif isinstance(action, Accept):
+                self._thinned(action)
             elif not self._publish(action):
                 return
+
+    def _thinned(self, action: Accept) -> None:
+        """Records whose keys are all due later: deleted unsent (the backlog's full records stay
+        in the outbox until then only if the planner keeps some of their keys)."""
+        self.thinned += len(action.ids)
+        try:
+            self.outbox.accept(list(action.ids))
+        except OutboxCorrupt:
+            raise
+        except OutboxError:
+            self.core.unsaved.update(action.ids)
 
     def _publish(self, action: Publish) -> bool:
         info = self._client.publish(action.topic, action.payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return False
         self.core.sent(info.mid, action, time.monotonic())
+        self._count_points(action.points)
         return True
+
+    def _count_points(self, points: int) -> None:
+        now = time.monotonic()
+        self.points_sent.append((now, points))
+        while self.points_sent and self.points_sent[0][0] < now - 3600:
+            self.points_sent.popleft()
+
+    def points_last_hour(self) -> int:
+        """Data points published in the last hour (read by the main thread: a copy, no lock)."""
+        now = time.monotonic()
+        return sum(n for at, n in list(self.points_sent) if at >= now - 3600)
 
 
 def _describe(error: Exception) -> str:

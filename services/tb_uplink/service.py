@@ -24,10 +24,12 @@ from common import config as configmod
 from common import messages
 from common.health import Every
 from common.service import Service
+from services.tb_uplink import budget, limits
 from services.tb_uplink.outbox import OutboxError
 from services.tb_uplink.records import Clock, RecordMaker, ntp_synced
 from services.tb_uplink.sender import Sender
 from services.tb_uplink.settings import RemoteSettings, table
+from services.tb_uplink.shaping import Shaper, split
 from services.tb_uplink.storage import Gate, Storage
 
 SIOCGIFADDR = 0x8915
@@ -105,10 +107,14 @@ class Uplink:
         self.records = RecordMaker(cfg.max_value_age_s, cfg.zero_pad_number_cells, cfg.zero_pad_number_packs,
                                    cfg.key_set == "full")
         self.stop = threading.Event()
-        self.remote = RemoteSettings(table(()), {"upload_interval": cfg.upload_interval, "key_set": cfg.key_set})
+        self.remote = RemoteSettings(table(budget.GROUP_NAMES), {
+            "upload_interval": cfg.upload_interval, "key_set": cfg.key_set,
+            **{f"cadence_{g}_s": None for g in budget.GROUP_NAMES}})
+        self.shaper = Shaper(plan(cfg), cfg.drive_hours_per_month)
         self.interval = cfg.upload_interval
         self.next_record = time.monotonic() + self.interval
         self.sender = Sender(cfg, self._reload, self.stop, self.gate, shared_keys=self.remote.keys)
+        self.sender.set_shape(self.shaper.shape)
         self.status_every = Every(1.0)
         self.base_attributes = base_attributes(cfg.host)
         self.info_attributes: dict = {}
@@ -174,14 +180,19 @@ class Uplink:
             self.records.full = changed["key_set"] == "full"
         self._attributes()
 
+    def _periods(self) -> dict[str, float | None]:
+        return {g: self.remote.in_use.get(f"cadence_{g}_s") for g in budget.GROUP_NAMES}
+
     def _record(self) -> None:
         record = self.records.make()
         if record is None:
             return
         ts, values = record
         ts_ms = int(round(self.clock.stamp(ts) * 1000))  # ts passed the bus's range check
-        if self.storage.add(ts_ms, values) and self.svc.config.debug_output2 >= 2:
-            self.svc.log.info("record ts=%d %s", ts_ms, msgspec.json.encode(values).decode())
+        self.shaper.plan_for(values, self.interval, self._periods())
+        for part in split(values, self.sender.limits.max_points()):
+            if self.storage.add(ts_ms, part) and self.svc.config.debug_output2 >= 2:
+                self.svc.log.info("record ts=%d %s", ts_ms, msgspec.json.encode(part).decode())
 
     def _status(self) -> None:
         queued, oldest_ms, dropped, dead = self.storage.stats()
@@ -190,8 +201,23 @@ class Uplink:
             connected=sender.connected, server=sender.server, queued=queued, sent=sender.sent, dropped=dropped,
             last_ack_ts=sender.last_ack_ts, error=self.storage.problem or sender.error,
             oldest_queued_age_s=None if oldest_ms is None else round(time.time() - oldest_ms / 1000, 1),
-            dead_letters=dead, clock_source=self.clock.source, clock_reason=self.clock.reason, rate_limits=sender.limits.description,
-            outbox_state=self.storage.state))
+            dead_letters=dead, clock_source=self.clock.source, clock_reason=self.clock.reason,
+            rate_limits=sender.limits.description, outbox_state=self.storage.state, **self._budget_status()))
+
+    def _budget_status(self) -> dict:
+        cadence = self.shaper.cadence
+        if cadence is None:
+            return {}
+        return {"budget": cadence.describe(), "forecast_points_per_hour": cadence.forecast_points_per_hour,
+                "monthly_budget_lasts_h": cadence.monthly_budget_lasts_h,
+                "points_sent_last_hour": self.sender.points_last_hour(), "thinned": self.sender.thinned}
+
+
+def plan(cfg: configmod.TbUplinkConfig) -> budget.Plan:
+    if cfg.rate_limits != "custom":
+        return budget.PLANS[cfg.rate_limits]
+    return budget.plan_from_limits(limits.preset("custom", cfg.budget_points_per_hour),
+                                   cfg.budget_points_per_month, cfg.budget_messages_per_month)
 
 
 def prepare(svc: Service) -> Callable[[], None]:

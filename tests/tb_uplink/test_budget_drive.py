@@ -1,0 +1,112 @@
+"""A simulated 3-hour drive on Cloud Free through the uplink's own parts: records made every 5 s,
+split to fit a message (shaping.split), stored in a real outbox, sent by the delivery core under
+the cloud rate limits with the planner's thinning (shaping.Shaper), every publish acknowledged at
+once. The clock is simulated; nothing here waits."""
+
+import time
+from collections import deque
+
+import pytest
+
+from common.messages import BmsSnapshot, Message
+from harness.samples import UPLINK_FIX, uplink_pack
+from services.tb_uplink import budget, limits
+from services.tb_uplink.delivery import Accept, Delivery, Policy, Publish
+from services.tb_uplink.outbox import Outbox
+from services.tb_uplink.records import build_record
+from services.tb_uplink.shaping import Shaper, split
+
+INTERVAL_S = 5.0
+HOURS = 3
+HOURLY_LIMIT = 15_000
+STEPS = 10
+
+
+def record(packs: int, i: int) -> dict:
+    now = time.time()
+    snapshot = Message("bms.snapshot", "t", 0, now, BmsSnapshot(pack_count=packs, packs=[uplink_pack(n + 1)
+                                                                                         for n in range(packs)]))
+    return build_record(snapshot, Message("gps.fix", "t", 0, now, UPLINK_FIX), 0, 0, True, bool(i % 2))[1]
+
+
+def drive(tmp_path, packs: int, outage: tuple[float, float] | None = None):
+    """(sent points with their times, the shaper, the outbox) after the drive."""
+    clock = [0.0]
+    rates = limits.RateLimits(limits.PRESETS["cloud"], clock=lambda: clock[0])
+    box = Outbox(tmp_path / "o.db", durable=False)
+    shaper = Shaper(budget.PLANS["cloud"], 60.0)
+    core = Delivery(box, Policy(), rates, jitter=lambda: 1.0, shape=shaper.shape)
+    core.connected_now()
+    start_ms = int(time.time() * 1000) - HOURS * 3600 * 1000
+    sent: list[tuple[float, int]] = []
+    mid = 0
+    for i in range(int(HOURS * 3600 / INTERVAL_S)):
+        clock[0] = i * INTERVAL_S
+        values = record(packs, i)
+        shaper.plan_for(values, INTERVAL_S, {})
+        for part in split(values, rates.max_points()):
+            box.add(start_ms + int(clock[0] * 1000), part)
+        if outage and outage[0] <= clock[0] < outage[1]:
+            continue
+        for step in range(STEPS):  # the sender's loop comes round many times an interval
+            clock[0] = i * INTERVAL_S + step * INTERVAL_S / STEPS
+            mid = send_all(core, box, clock[0], mid, sent)
+    return sent, shaper, box
+
+
+def send_all(core: Delivery, box: Outbox, now: float, mid: int, sent: list) -> int:
+    while (action := core.next(now)) is not None:
+        if isinstance(action, Publish):
+            mid += 1
+            core.sent(mid, action, now)
+            assert len(action.payload) + len(action.topic) <= 65_536
+            sent.append((now, action.points))
+            action = core.acked(mid, 0, now)[0]
+        assert isinstance(action, Accept)
+        box.accept(list(action.ids))
+    return mid
+
+
+def worst_hour(sent) -> int:
+    window: deque = deque()
+    total = worst = 0
+    for at, points in sent:
+        window.append((at, points))
+        total += points
+        while window[0][0] <= at - 3600:
+            total -= window.popleft()[1]
+        worst = max(worst, total)
+    return worst
+
+
+@pytest.mark.parametrize("packs", [1, 4])
+def test_a_3_hour_drive_on_cloud_free_stays_within_the_hourly_limit_and_matches_the_forecast(tmp_path, packs):
+    sent, shaper, box = drive(tmp_path, packs)
+    assert worst_hour(sent) <= HOURLY_LIMIT
+    measured_per_hour = sum(points for _, points in sent) / HOURS
+    forecast = shaper.cadence.forecast_points_per_hour
+    assert abs(measured_per_hour - forecast) <= 0.05 * forecast, (measured_per_hour, shaper.cadence.describe())
+    assert box.stats()[0] <= 3, "every record was delivered or thinned, none left behind"
+    assert all(points <= limits.RateLimits(limits.PRESETS["cloud"]).max_points() for _, points in sent), \
+        "no message holds more points than the smallest window"
+
+
+def test_a_backlog_after_an_outage_is_thinned_and_drains_within_the_hourly_limit(tmp_path):
+    sent, shaper, box = drive(tmp_path, 1, outage=(1800.0, 3600.0))
+    assert worst_hour(sent) <= HOURLY_LIMIT
+    assert shaper.backlog is not None and "left out of the records" in shaper.backlog.describe()
+    assert box.stats()[0] <= 3, "the thinned backlog drained before the drive ended"
+
+
+def test_with_community_edition_nothing_is_thinned(tmp_path):
+    shaper = Shaper(budget.PLANS["ce"], 60.0)
+    values = record(4, 0)
+    shaper.plan_for(values, INTERVAL_S, {})
+    assert shaper.cadence.unlimited and split(values, None) == [values]
+
+
+def test_a_record_over_the_points_of_one_message_is_split_core_first():
+    values = record(4, 0)
+    parts = split(values, 80)
+    assert sum(len(p) for p in parts) == len(values) and all(len(p) <= 80 for p in parts)
+    assert {"speed_km_h", "soc", "i_pack"} <= set(parts[0])
