@@ -18,9 +18,11 @@ Rules (reasons.py holds the table of what each reason code means):
   it is sent;
 * rate limited (or possibly: DISCONNECT 0x83, a close without a reason within BLAME_S of a
   publish, CONNACK 0x88): the buckets are emptied and sending pauses for ``pause_s``, doubled for
-  each further close with nothing accepted in between (up to MAX_PAUSE_S). No record is blamed for
-  a possible rate limit unless it was the first record sent after a pause, alone, when the server
-  had had the whole pause to refill: a good record is never dead-lettered by a rate limit;
+  each further close with nothing accepted in between (up to MAX_PAUSE_S); the records in flight
+  go again as they were. After a pause the first batch goes alone (the probe); only if the probe
+  is refused again, when the server had had the whole pause to refill, are its records judged: a
+  single record counts an attempt, a batch goes one record at a time. So a rate limit never
+  dead-letters a good record, and a record the server truly refuses is still found;
 * any other close with a batch of several records in flight: the next session sends those records
   one at a time, so the culprit is found without blaming the others.
 """
@@ -228,14 +230,20 @@ class Delivery:
         return actions
 
     def _judge(self, batches: list[InFlight], reaction: reasons.Reaction, detail: str, fresh: bool) -> list[Reject]:
-        """Blame a record alone in flight as the reaction says; mark several for one-by-one."""
+        """Blame a record alone in flight as the reaction says; mark several for one-by-one.
+        A possible rate limit judges only the probe (the first batch after a pause, alone): the
+        budget had the whole pause to refill, so its refusal says the records are to blame."""
+        blame, split = reaction.blame, reaction.split
+        if blame is Blame.COUNT_IF_FRESH:
+            if not fresh:
+                return []
+            blame, split = Blame.COUNT, True
         if len(batches) == 1 and len(batches[0].ids) == 1:
-            blame = reaction.blame
             if blame is Blame.AT_ONCE:
                 return [Reject(batches[0].ids, detail, 1)]
-            if blame is Blame.COUNT or (blame is Blame.COUNT_IF_FRESH and fresh):
+            if blame is Blame.COUNT:
                 return [Reject(batches[0].ids, detail, self.policy.dead_letter_after)]
-        elif batches and reaction.split:
+        elif batches and split:
             self.suspect_upto = max(self.suspect_upto, max(i for b in batches for i in b.ids))
         return []
 
@@ -314,7 +322,7 @@ class Delivery:
             for part in self.outbox.newest_parts():  # one message each: a part fills a message
                 if part.id > floor and part.id not in self.unsaved:
                     return [part], True
-        one_by_one = self.suspect_upto > s.sent_upto or (s.after_pause and not s.probed)
+        one_by_one = self.suspect_upto > s.sent_upto
         return self.outbox.batch(s.sent_upto, self.max_bytes, self.limits.max_points() or 1_000_000,
                                  skip=frozenset(s.live_sent | self.unsaved),
                                  limit=1 if one_by_one else BACKLOG_ROWS), False

@@ -62,7 +62,9 @@ class Reaction:
 REACTIONS: dict[Meaning, Reaction] = {
     Meaning.CLOSED: Reaction(False, Blame.COUNT, True, Retry.BACKOFF),
     Meaning.RATE_LIMITED: Reaction(True, Blame.NEVER, False, Retry.PAUSE),
-    Meaning.MAYBE_RATE_LIMITED: Reaction(True, Blame.COUNT_IF_FRESH, True, Retry.PAUSE),
+    # Sent again as they were (one record a message would only spend the budget faster), unless
+    # the first batch after a pause is refused again: then that batch goes one record at a time.
+    Meaning.MAYBE_RATE_LIMITED: Reaction(True, Blame.COUNT_IF_FRESH, False, Retry.PAUSE),
     Meaning.TOO_LARGE: Reaction(False, Blame.AT_ONCE, True, Retry.BACKOFF),
     Meaning.BAD_PAYLOAD: Reaction(False, Blame.AT_ONCE, True, Retry.BACKOFF),
     Meaning.BAD_TOPIC: Reaction(False, Blame.AT_ONCE, True, Retry.BACKOFF),

@@ -174,7 +174,7 @@ def test_0x83_mid_backlog_pauses_blames_nobody_and_probes_with_one_record_after_
 
 
 def test_a_record_refused_again_as_the_first_after_a_pause_is_blamed_and_the_pause_grows(tmp_path):
-    d = core(tmp_path, pause_s=60, dead_letter_after=3)
+    d = core(tmp_path, pause_s=60, dead_letter_after=3, max_bytes=60)
     ids = fill(d.outbox, 3)
     send(d, 1)
     d.closed(0x83, NOW, "disconnected")
@@ -188,6 +188,19 @@ def test_a_record_refused_again_as_the_first_after_a_pause_is_blamed_and_the_pau
         pauses.append(actions[-1].after_s)
     assert [r.ids for r in rejects] == [(ids[0],)] * 3 and rejects[0].dead_after == 3
     assert pauses == [120, 240, 480]
+
+
+def test_a_batch_probe_refused_again_after_a_pause_is_sent_one_record_at_a_time(tmp_path):
+    d = core(tmp_path, pause_s=60)
+    ids = fill(d.outbox, 3)
+    send(d, 1)
+    d.closed(0x83, NOW, "disconnected")
+    d.connected_now()
+    probe = send(d, 3, d.paused_until)
+    assert probe.ids == tuple(ids), "the probe is a whole batch: a rate limit costs no extra messages"
+    assert [type(a) for a in d.closed(0x83, d.paused_until + 0.1, "disconnected")] == [Reconnect]
+    d.connected_now()
+    assert send(d, 4, d.paused_until).ids == (ids[0],), "refused with a fresh budget: look for the culprit"
 
 
 def test_a_close_without_a_reason_just_after_a_publish_is_possibly_a_rate_limit(tmp_path):
