@@ -1,8 +1,9 @@
 """Rate limits: token buckets for messages and data points, from presets or the server.
 
 ThingsBoard states limits as "count:seconds" pairs that all apply at once ("100:1,600:60,7000:3600").
-A device session over any of them is closed (or gets PUBACK 151 on MQTT 5) and the message is
-dropped, so the uplink spends tokens before it publishes and waits when they run out.
+A device over any of them gets no PUBACK: the session is closed (DISCONNECT 0x83 on MQTT 5, a bare
+close on 3.1.1) and the message dropped, so the uplink spends tokens before it publishes and waits
+when they run out (reasons.py and delivery.py say what a close means).
 ``getSessionLimits`` (a client RPC) reports the real figures; until it answers, the preset of
 the config applies: ``ce`` (Community Edition defaults: unlimited) or ``cloud`` (ThingsBoard
 Cloud's published per-device limits, Free plan, the lowest). A share of each limit (MARGIN) is
@@ -66,7 +67,9 @@ class TokenBucket:
 
     def has(self, n: float) -> bool:
         """Enough tokens for ``n``; a full bucket also lets through a message bigger than itself
-        (into debt), or a record with more data points than the smallest window could never go."""
+        (into debt), or it could never go. ThingsBoard refuses such a message every time, so the
+        uplink splits a record over the smallest window's points into parts (shaping.split) and
+        keeps batches within it: this is for a server's limits that change under a stored record."""
         self._refill()
         return self.tokens >= min(n, self.capacity)
 
