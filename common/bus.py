@@ -46,6 +46,7 @@ SOCKET_CAP_FACTOR = 4
 MIN_SOCKET_CAP = 1 << 20
 RECEIVE_BUDGET_BYTES = 16 << 20
 DRAIN_MAX = 100
+COMMAND_MAX_BYTES = 64 << 10
 IPC_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 _LOOPBACK_NAMES = {"localhost": "127.0.0.1", "ip6-localhost": "::1"}
 
@@ -144,14 +145,31 @@ class Bus:
     def publisher(self, endpoint: str, src: str, on_publish: OnPublish | None = None) -> Publisher:
         """A PUB socket bound at ``endpoint``. Raises BindError (one line) when that cannot be."""
         sock = self._socket(zmq.PUB)
+        self._sockets.remove(sock)  # _bind closes it on failure; kept only once bound
+        self._bind(sock, endpoint)
+        self._sockets.append(sock)
+        return Publisher(sock, src, on_publish)
+
+    def responder(self, endpoint: str) -> Responder:
+        """A ROUTER socket bound at ``endpoint`` for commands (docs/contract.md). Not kept with
+        the others: the thread that serves it closes it (a socket belongs to one thread)."""
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, COMMAND_MAX_BYTES)
+        self._bind(sock, endpoint)
+        return Responder(sock)
+
+    def _bind(self, sock: zmq.Socket, endpoint: str) -> None:
         if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://"):]):
+            sock.close(linger=0)
             raise BindError(f"{endpoint} is in use by another process")
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as e:
+            sock.close(linger=0)
             reason = "is in use by another process" if e.errno == errno.EADDRINUSE else f"cannot be bound: {e}"
             raise BindError(f"{endpoint} {reason}") from None
-        return Publisher(sock, src, on_publish)
 
     def subscriber(self, endpoints: Iterable[str], topics: Iterable[str] = ("",)) -> Subscriber:
         sock = self._socket(zmq.SUB)
@@ -175,6 +193,52 @@ class Bus:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Responder:
+    """Serves command requests on a bound ROUTER socket: ``[identity, b"", body]`` in, the same
+    envelope with the reply out. A client that gave up is no trouble for a ROUTER (its reply is
+    dropped), so one dead client cannot wedge the service."""
+
+    def __init__(self, sock: zmq.Socket):
+        self._sock = sock
+        self.malformed = 0
+
+    def poll(self, handle: Callable[[bytes], bytes], timeout_s: float = 0.0) -> int:
+        """Answer every request waiting (waiting up to ``timeout_s`` for the first); their count."""
+        served = 0
+        while self._sock.poll(int(timeout_s * 1000) if served == 0 else 0):
+            frames = self._sock.recv_multipart()
+            if len(frames) != 3 or frames[1] != b"":
+                self.malformed += 1  # not a REQ/DEALER request: nothing sensible to answer
+                continue
+            self._sock.send_multipart([frames[0], b"", handle(frames[2])])
+            served += 1
+        return served
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+
+class NoAnswer(Exception):
+    """A command endpoint did not answer in time (the service is down or busy)."""
+
+
+def request(endpoint: str, body: bytes, timeout_s: float) -> bytes:
+    """Send one request to a command endpoint and return the reply (raises NoAnswer). A fresh
+    REQ socket each time, closed with LINGER 0, so a call to a dead service leaves nothing behind."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IPV6, 1)
+    try:
+        sock.connect(endpoint)
+        sock.send(body)
+        if not sock.poll(int(timeout_s * 1000)):
+            raise NoAnswer(f"no answer on {endpoint} within {timeout_s:g} s")
+        return sock.recv()
+    finally:
+        sock.close(linger=0)
 
 
 class Publisher:

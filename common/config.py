@@ -56,12 +56,17 @@ class BusConfig(_Section):
     bms_reader: str = "tcp://127.0.0.1:7301"
     gps_reader: str = "tcp://127.0.0.1:7302"
     tb_uplink: str = "tcp://127.0.0.1:7303"
+    # Command endpoints (docs/contract.md, "Commands"): each service answers requests on its own.
+    bms_reader_cmd: str = "tcp://127.0.0.1:7311"
+    gps_reader_cmd: str = "tcp://127.0.0.1:7312"
+    tb_uplink_cmd: str = "tcp://127.0.0.1:7313"
+    trip_cmd: str = "tcp://127.0.0.1:7314"
     allow_remote: bool = False
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 << 20)] = DEFAULT_MAX_MESSAGE_BYTES
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
-        for name in PUBLISHERS:
+        for name in PUBLISHERS + tuple(f"{c}_cmd" for c in COMMANDERS):
             try:
                 endpoint = check_endpoint(getattr(self, name), self.allow_remote)
             except EndpointError as e:
@@ -74,8 +79,12 @@ class BusConfig(_Section):
     def endpoint(self, publisher: str) -> str:
         return getattr(self, publisher)
 
+    def command_endpoint(self, service: str) -> str:
+        return getattr(self, f"{service}_cmd")
+
 
 PUBLISHERS = ("bms_reader", "gps_reader", "tb_uplink")
+COMMANDERS = ("bms_reader", "gps_reader", "tb_uplink", "trip")
 
 
 class BmsReaderConfig(_Section):

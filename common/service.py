@@ -34,6 +34,7 @@ import msgspec
 from common import bus as busmod
 from common import config as configmod
 from common import messages
+from common.command import Commands
 
 TRACE = 5
 VERBOSE = 15
@@ -61,6 +62,8 @@ class Service:
         self.log = logging.getLogger(name)
         self._stop = threading.Event()
         self._publisher: busmod.Publisher | None = None
+        self.commands = Commands(name)
+        self._commands_thread: threading.Thread | None = None
 
     @property
     def section(self):
@@ -93,7 +96,8 @@ class Service:
         if self._publisher is None:
             echo = self._echo if self.config.debug_output2 >= 1 else None
             try:
-                self._publisher = self.bus.publisher(self.config.bus.endpoint(self.name), self.name, on_publish=echo)
+                self._publisher = self.bus.publisher(self.config.bus.endpoint(self.name), self.name,
+                                                     on_publish=self._published if echo else self.commands.keep)
             except busmod.BindError as e:
                 raise configmod.ConfigError(f"{self.args.config}: bus.{self.name}: {e}") from None
         return self._publisher
@@ -104,6 +108,25 @@ class Service:
         sources = sorted({t.publisher for t in messages.TOPICS.values()
                           if any(t.name.startswith(p) for p in topics)})
         return self.bus.subscriber([self.config.bus.endpoint(s) for s in sources], topics)
+
+    def serve_commands(self) -> None:
+        """Bind the command endpoint and answer from a thread of its own (common/command.py)."""
+        endpoint = self.config.bus.command_endpoint(self.name)
+        try:
+            responder = self.bus.responder(endpoint)
+        except busmod.BindError as e:
+            raise configmod.ConfigError(f"{self.args.config}: bus.{self.name}_cmd: {e}") from None
+        self.commands.add_topics()
+        self._commands_thread = self.commands.serve(responder, self._stop)
+
+    def stop_commands(self) -> None:
+        if self._commands_thread is not None:
+            self._stop.set()
+            self._commands_thread.join(2.0)
+
+    def _published(self, topic: str, seq: int, data: messages.Data) -> None:
+        self.commands.keep(topic, seq, data)
+        self._echo(topic, seq, data)
 
     def _echo(self, topic: str, seq: int, data: messages.Data) -> None:
         self.log.info("published %s #%d %s", topic, seq, msgspec.json.encode(data).decode())
@@ -142,6 +165,8 @@ def run(name: str, main: Callable[[Service], None] | None = None, *,
     if name in configmod.PUBLISHERS:
         try:
             svc.publisher()
+            if name in configmod.COMMANDERS:
+                svc.serve_commands()
         except configmod.ConfigError as e:
             bus.close()
             _config_exit(name, e)
@@ -157,6 +182,7 @@ def run(name: str, main: Callable[[Service], None] | None = None, *,
         svc.log.exception("%s stopped by an unexpected error", name)
         status = 1
     finally:
+        svc.stop_commands()
         bus.close()
     svc.log.info("%s stopped", name)
     sys.exit(status)
@@ -167,6 +193,7 @@ def _prepared(name: str, svc: Service, bus: busmod.Bus,
     try:
         return prepare(svc)
     except configmod.ConfigError as e:
+        svc.stop_commands()
         bus.close()
         _config_exit(name, e)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.metadata
+import json
 import queue
 import socket
 import struct
@@ -22,11 +23,13 @@ import msgspec
 
 from common import config as configmod
 from common import messages
+from common.command import CommandError
 from common.health import Every
 from common.service import Service
 from services.tb_uplink import budget, limits
 from services.tb_uplink.outbox import OutboxError
 from services.tb_uplink.records import Clock, RecordMaker, ntp_synced
+from services.tb_uplink.rpc import Rpc
 from services.tb_uplink.sender import Sender
 from services.tb_uplink.settings import RemoteSettings, table
 from services.tb_uplink.shaping import Shaper, split
@@ -115,6 +118,8 @@ class Uplink:
         self.next_record = time.monotonic() + self.interval
         self.sender = Sender(cfg, self._reload, self.stop, self.gate, shared_keys=self.remote.keys)
         self.sender.set_shape(self.shaper.shape)
+        svc.commands.add("outbox", self._outbox_figures, "queued, oldest age, dropped, dead letters, outbox state")
+        self.rpc = Rpc(svc.config.bus.command_endpoint, svc.commands)
         self.status_every = Every(1.0)
         self.base_attributes = base_attributes(cfg.host)
         self.info_attributes: dict = {}
@@ -164,6 +169,17 @@ class Uplink:
                 return
             if kind == "settings":
                 self._settings(*rest)
+            elif kind == "rpc":
+                request_id, body = rest
+                self.sender.send(f"v1/devices/me/rpc/response/{request_id}", json.dumps(self.rpc.answer(body)))
+
+    def _outbox_figures(self, args: dict) -> dict:
+        """From the latest uplink.status: the command thread must not touch the outbox's connection."""
+        status = self.svc.commands.latest.get("uplink.status")
+        if status is None:
+            raise CommandError("no uplink.status published yet")
+        return {k: getattr(status, k) for k in ("queued", "oldest_queued_age_s", "dropped", "dead_letters",
+                                                 "outbox_state", "sent", "thinned")}
 
     def _settings(self, update, full: bool) -> None:
         refused = dict(self.remote.refused)
