@@ -8,7 +8,7 @@ import platform
 from bench import report
 
 BENCHMARKS = ["bench.poll_cycle", "bench.uplink_drain", "bench.gui_cpu", "bench.services", "bench.bus_latency",
-              "bench.reactions", "bench.config_refusal", "bench.junk_cpu", "bench.fix_latency"]
+              "bench.reactions", "bench.config_refusal", "bench.junk_cpu", "bench.fix_latency", "bench.rpc_latency"]
 
 
 def main() -> None:

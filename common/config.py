@@ -57,10 +57,10 @@ class BusConfig(_Section):
     gps_reader: str = "tcp://127.0.0.1:7302"
     tb_uplink: str = "tcp://127.0.0.1:7303"
     # Command endpoints (docs/contract.md, "Commands"): each service answers requests on its own.
-    bms_reader_cmd: str = "tcp://127.0.0.1:7311"
-    gps_reader_cmd: str = "tcp://127.0.0.1:7312"
-    tb_uplink_cmd: str = "tcp://127.0.0.1:7313"
-    trip_cmd: str = "tcp://127.0.0.1:7314"
+    bms_reader_cmd: str = "tcp://127.0.0.1:7305"
+    gps_reader_cmd: str = "tcp://127.0.0.1:7306"
+    tb_uplink_cmd: str = "tcp://127.0.0.1:7307"
+    trip_cmd: str = "tcp://127.0.0.1:7308"
     allow_remote: bool = False
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 << 20)] = DEFAULT_MAX_MESSAGE_BYTES
 
