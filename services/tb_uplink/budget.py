@@ -470,19 +470,24 @@ class Thinner:
     _groups: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     _decided: dict[str, tuple[float, frozenset[str]]] = dataclasses.field(default_factory=dict, repr=False)
 
-    def thin(self, ts_ms: float, values: Mapping[str, Any], stream: Stream = "live") -> dict[str, Any]:
+    def thin(self, ts_ms: float, values: Mapping[str, Any], stream: Stream = "live",
+             commit: bool = True) -> dict[str, Any]:
         """The values to send of a record stamped ``ts_ms``; {} when nothing is due (send nothing)."""
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, not {stream!r}")
         cadence = self.backlog if stream == "backlog" and self.backlog is not None else self.cadence
         if cadence.unlimited:
             return dict(values)
-        previous = self._decided.get(stream)
-        if previous is not None and previous[0] == ts_ms:
-            due = previous[1]  # another part of the same record (split to fit a message): same groups
+        # Another part of the same record (split to fit a message) carries the same groups, whichever
+        # stream it goes in: its first part decided them.
+        decided = [d for d in self._decided.values() if d[0] == ts_ms]
+        if decided:
+            due = decided[0][1]
         else:
-            due = self._decide(cadence, ts_ms, self._last_ms[stream])
-            self._decided[stream] = (ts_ms, due)
+            # ``commit`` False: only a look (the message may not go yet); nothing is marked sent.
+            due = self._decide(cadence, ts_ms, self._last_ms[stream] if commit else dict(self._last_ms[stream]))
+            if commit:
+                self._decided[stream] = (ts_ms, due)
         return {k: v for k, v in values.items() if self._group(k) in due}
 
     def _decide(self, cadence: Cadence, ts_ms: float, last: dict[str, float]) -> frozenset[str]:

@@ -113,9 +113,10 @@ def _whole(rows: list, live: bool) -> tuple[list[str], int]:
 
 class Delivery:
     def __init__(self, outbox, policy: Policy, limits: limitsmod.RateLimits,
-                 jitter: Callable[[], float] = lambda: random.uniform(0.8, 1.2), shape: Shape = _whole):
+                 jitter: Callable[[], float] = lambda: random.uniform(0.8, 1.2), shape: Shape = _whole,
+                 commit: Callable[[], None] = lambda: None):
         self.outbox, self.policy, self.limits = outbox, policy, limits
-        self.jitter, self.shape = jitter, shape
+        self.jitter, self.shape, self.commit = jitter, shape, commit
         self.window, self.max_bytes = policy.window, self._fit(policy.max_bytes)
         self.hard_limit = policy.max_message_bytes - len(TELEMETRY)
         self.session: _Session | None = None
@@ -295,6 +296,7 @@ class Delivery:
             return oversize
         parts, points = self.shape(rows, live)
         if not parts:  # the budget planner left nothing of these records to send: done with them
+            self.commit()
             return Accept(tuple(r.id for r in rows))
         payload = ("[" + ",".join(parts) + "]").encode()
         while len(payload) > self.hard_limit and len(rows) > 1:  # non-ASCII text: bytes over chars
@@ -302,7 +304,8 @@ class Delivery:
             parts, points = self.shape(rows, live)
             payload = ("[" + ",".join(parts) + "]").encode()
         if not self.limits.allow(points):
-            return None
+            return None  # nothing committed: the thinning is decided again when the budget allows
+        self.commit()
         return Publish(TELEMETRY, payload, tuple(r.id for r in rows), points, live)
 
     def _oversize(self, rows: list) -> Reject | None:

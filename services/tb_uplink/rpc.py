@@ -35,8 +35,12 @@ class Rpc:
 
     def _call(self, service: str, cmd: str) -> Any:
         if service == self.local.service:  # our own: no socket round trip to ourselves
-            entry = self.local.handlers.get(cmd)
-            return entry[0]({})
+            try:
+                return self.local.handlers[cmd][0]({})
+            except command.CommandError:
+                raise
+            except Exception as e:  # a handler's bug must not stop the uplink's main thread
+                raise command.CommandFailed(f"{type(e).__name__}: {e}") from None
         return command.call(self.endpoint(service), cmd, {}, CALL_TIMEOUT_S, service)
 
     def answer(self, body: Any) -> dict:

@@ -107,9 +107,10 @@ class Sender(threading.Thread):
         except queue.Full:
             log.warning("dropping a reply to the server: %d are waiting already", self._outgoing.qsize())
 
-    def set_shape(self, shape) -> None:
-        """How rows become payloads (the budget planner's thinning); swapped whole, so no lock."""
-        self.core.shape = shape
+    def set_shape(self, shape, commit) -> None:
+        """How rows become payloads (the budget planner's thinning), and the call that says they
+        go; set before the thread starts."""
+        self.core.shape, self.core.commit = shape, commit
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class Sender(threading.Thread):
         """Before the file is replaced: nothing in flight refers to its ids any more."""
         self._drop_client()
         self.core.unsaved.clear()
+        self.core.suspect_upto = 0  # ids of the old file: the new one numbers its rows afresh
         if self.outbox is not None:
             self.outbox.close()
             self.outbox = self.core.outbox = None

@@ -117,7 +117,7 @@ class Uplink:
         self.interval = cfg.upload_interval
         self.next_record = time.monotonic() + self.interval
         self.sender = Sender(cfg, self._reload, self.stop, self.gate, shared_keys=self.remote.keys)
-        self.sender.set_shape(self.shaper.shape)
+        self.sender.set_shape(self.shaper.shape, self.shaper.commit)
         svc.commands.add("outbox", self._outbox_figures, "queued, oldest age, dropped, dead letters, outbox state")
         self.rpc = Rpc(svc.config.bus.command_endpoint, svc.commands)
         self.status_every = Every(1.0)

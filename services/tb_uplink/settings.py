@@ -74,7 +74,8 @@ class RemoteSettings:
         if not isinstance(update, dict):
             return {}
         before = dict(self.in_use)
-        gone = [k for k in update.get("deleted", ()) if isinstance(k, str)] if "deleted" in update else []
+        deleted = update.get("deleted")
+        gone = [k for k in deleted if isinstance(k, str)] if isinstance(deleted, list) else []
         if full:
             gone += [k for k in self.settings if k not in update]
         for key in gone:

@@ -40,6 +40,7 @@ class Shaper:
         self.backlog: budget.Cadence | None = None
         self._thinner: budget.Thinner | None = None
         self._planned_for: tuple | None = None
+        self._pending: list[tuple] = []
 
     def plan_for(self, values: Mapping, interval_s: float, periods_s: Mapping[str, float | None]) -> bool:
         """Plan again if what the plan depends on changed; True when it did."""
@@ -66,10 +67,19 @@ class Shaper:
             return [r.payload for r in rows], sum(r.points for r in rows)
         parts, points = [], 0
         stream = "live" if live else "backlog"
+        self._pending = []
         for row in rows:
             record = json.loads(row.payload)
-            values = thinner.thin(record["ts"], record["values"], stream)
+            # A look only: the groups are marked sent by commit(), once the message may go.
+            values = thinner.thin(record["ts"], record["values"], stream, commit=False)
+            self._pending.append((thinner, record["ts"], record["values"], stream))
             if values:
                 parts.append(json.dumps({"ts": record["ts"], "values": values}, separators=(",", ":")))
                 points += len(values)
         return parts, points
+
+    def commit(self) -> None:
+        """The rows last shaped are being published (or deleted as nothing of them is due)."""
+        for thinner, ts, values, stream in self._pending:
+            thinner.thin(ts, values, stream, commit=True)
+        self._pending = []

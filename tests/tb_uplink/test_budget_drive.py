@@ -35,7 +35,7 @@ def drive(tmp_path, packs: int, outage: tuple[float, float] | None = None):
     rates = limits.RateLimits(limits.PRESETS["cloud"], clock=lambda: clock[0])
     box = Outbox(tmp_path / "o.db", durable=False)
     shaper = Shaper(budget.PLANS["cloud"], 60.0)
-    core = Delivery(box, Policy(), rates, jitter=lambda: 1.0, shape=shaper.shape)
+    core = Delivery(box, Policy(), rates, jitter=lambda: 1.0, shape=shaper.shape, commit=shaper.commit)
     core.connected_now()
     start_ms = int(time.time() * 1000) - HOURS * 3600 * 1000
     sent: list[tuple[float, int]] = []
@@ -110,3 +110,37 @@ def test_a_record_over_the_points_of_one_message_is_split_core_first():
     parts = split(values, 80)
     assert sum(len(p) for p in parts) == len(values) and all(len(p) <= 80 for p in parts)
     assert {"speed_km_h", "soc", "i_pack"} <= set(parts[0])
+
+
+def test_a_due_record_that_meets_an_empty_bucket_is_sent_later_not_deleted(tmp_path):
+    clock = [0.0]
+    rates = limits.RateLimits(limits.PRESETS["cloud"], clock=lambda: clock[0])
+    box = Outbox(tmp_path / "o.db", durable=False)
+    shaper = Shaper(budget.PLANS["cloud"], 60.0)
+    core = Delivery(box, Policy(), rates, jitter=lambda: 1.0, shape=shaper.shape, commit=shaper.commit)
+    core.connected_now()
+    values = record(1, 0)
+    shaper.plan_for(values, INTERVAL_S, {"core": 30})
+    start_ms = int(time.time() * 1000)
+    first = box.add(start_ms, values)
+    rates.exhaust()
+    assert core.next(0.0) is None, "no budget: wait"
+    second = box.add(start_ms + 5000, values)
+    clock[0] = 5.0
+    actions = []
+    while (action := core.next(clock[0])) is not None and len(actions) < 5:
+        actions.append(action)
+        if isinstance(action, Accept):
+            box.accept(list(action.ids))
+    for step in range(1, 200):  # the budget refills; the due record must still go
+        clock[0] = 5.0 + step
+        action = core.next(clock[0])
+        if isinstance(action, Publish):
+            actions.append(action)
+            break
+        if isinstance(action, Accept):
+            actions.append(action)
+            box.accept(list(action.ids))
+    published = [a for a in actions if isinstance(a, Publish)]
+    assert published and "speed_km_h" in published[0].payload.decode(), actions
+    assert first in published[0].ids or second in published[0].ids
