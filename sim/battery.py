@@ -123,16 +123,16 @@ class Battery:
     def analog(self, index: int, tail: bytes = b"", design: bool = True, user_count: int = 3) -> AnalogPack:
         pack = self.packs[index]
         if not pack.online:
-            return AnalogPack(cells_mv=(0,) * pack.cells, temps_raw=(TEMP_OFFSET,) * pack.temps, current_raw=0,
-                              voltage_mv=0, remaining_raw=0, user_count=user_count, full_raw=0, cycles=0,
-                              design_raw=0 if design else None, extra=bytes(len(tail)))
+            return AnalogPack(cells_mv=(0,) * pack.cells, temps_dk=(TEMP_OFFSET,) * pack.temps, current_10ma=0,
+                              voltage_mv=0, remaining_10mah=0, user_count=user_count, full_10mah=0, cycles=0,
+                              design_10mah=0 if design else None, extra=bytes(len(tail)))
         mv = pack.cell_mv()
         return AnalogPack(
-            cells_mv=tuple(mv), temps_raw=tuple(round(t * 10) + TEMP_OFFSET for t in pack.temps_c),
-            current_raw=round(pack.current_a * 100), voltage_mv=sum(mv),
-            remaining_raw=round(pack.soc * pack.full_ah * 100), user_count=user_count,
-            full_raw=round(pack.full_ah * 100), cycles=pack.cycles,
-            design_raw=round(pack.design_ah * 100) if design else None, extra=tail)
+            cells_mv=tuple(mv), temps_dk=tuple(round(t * 10) + TEMP_OFFSET for t in pack.temps_c),
+            current_10ma=round(pack.current_a * 100), voltage_mv=sum(mv),
+            remaining_10mah=round(pack.soc * pack.full_ah * 100), user_count=user_count,
+            full_10mah=round(pack.full_ah * 100), cycles=pack.cycles,
+            design_10mah=round(pack.design_ah * 100) if design else None, extra=tail)
 
     def status(self, index: int, extra: bytes = b"") -> StatusPack:
         pack = self.packs[index]

@@ -13,12 +13,13 @@ sent. ``--vectors FILE`` answers with captured frames instead of the simulated b
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import random
 import time
 
 from common import pace
-from common.pace.frame import Command
+from common.pace import commands
 from sim.battery import Battery
 from sim.faults import FaultPlan, add_fault_arguments
 from sim.port import SimPort, add_port_arguments, announce, serve, wire_seconds
@@ -31,27 +32,52 @@ JUNK = b"\x00\xff\x13AT+noise\r\n"
 SOFTWARE_VERSION = "P16S100A-SIM-1.00"
 
 
-def _text(value: str, size: int = 20) -> bytes:
-    return value.encode("ascii")[:size].ljust(size, b" ")
-
-
 def _tail(size: int, pack: pace.AnalogPack) -> bytes:
     """Extra bytes as field firmwares append them (docs/pace.md, "Extra bytes after each pack block")."""
-    soc = round(pack.remaining_raw / pack.full_raw * 100) if pack.full_raw else 0
-    design = (pack.design_raw or 0).to_bytes(2, "big")
+    soc = round(pack.remaining_10mah / pack.full_10mah * 100) if pack.full_10mah else 0
+    design = (pack.design_10mah or 0).to_bytes(2, "big")
     if size == 14:
-        soh = round(pack.full_raw / pack.design_raw * 100) if pack.full_raw and pack.design_raw else 0
+        soh = round(pack.full_10mah / pack.design_10mah * 100) if pack.full_10mah and pack.design_10mah else 0
         return bytes([soc]) + design * 4 + bytes([min(soh, 255)]) + pack.voltage_mv.to_bytes(2, "big") + b"\0\0"
     if size == 10:
         return bytes([soc]) + design * 4 + b"\x64"
     return bytes([soc])[:size]
 
 
+SET_DATETIME = 0xB2
+
+
+class _Refused(Exception):
+    """The simulated BMS answers with this RTN instead of data."""
+
+    def __init__(self, rtn: int):
+        self.rtn = rtn
+
+
+class SimClock:
+    """The BMS's own clock: it starts ``offset_s`` off the system clock and drifts ``ppm``."""
+
+    def __init__(self, offset_s: float, ppm: float):
+        self.ppm = ppm
+        self._set_at = time.time()
+        self._base = self._set_at + offset_s
+
+    def now(self) -> dt.datetime:
+        elapsed = time.time() - self._set_at
+        return dt.datetime.fromtimestamp(self._base + elapsed * (1 + self.ppm / 1e6), dt.UTC).replace(
+            tzinfo=None, microsecond=0)
+
+    def set(self, when: dt.datetime) -> None:
+        self._set_at = time.time()
+        self._base = when.replace(tzinfo=dt.UTC).timestamp()
+
+
 class PaceDevice:
     def __init__(self, args: argparse.Namespace, port: SimPort):
         self.args = args
         self.port = port
-        self.battery = Battery(args.packs, args.cells, args.temps, seed=args.seed, frozen=args.freeze)
+        packs = len(args.addresses) if args.addresses else args.packs
+        self.battery = Battery(packs, args.cells, args.temps, seed=args.seed, frozen=args.freeze)
         for number in args.offline:
             self.battery.packs[number - 1].online = False
         self.rng = random.Random(args.seed)
@@ -59,6 +85,8 @@ class PaceDevice:
         self.replies = 0
         self.vectors = _load_vectors(args.vectors) if args.vectors else None
         self._last_advance = time.monotonic()
+        self.clock = SimClock(args.clock_offset_s, args.clock_drift_ppm)
+        self.addresses: list[int] = args.addresses or []
 
     def serve(self) -> None:
         splitter = pace.FrameSplitter()
@@ -80,6 +108,8 @@ class PaceDevice:
                 first_byte_at = time.monotonic()
 
     def answer(self, request: pace.Frame, request_done_at: float) -> None:
+        if self.addresses and (request.adr not in self.addresses or request.adr in self.args.dead):
+            return  # on a shared RS485 bus only the addressed pack speaks; a dead one is silent
         now = time.monotonic()
         self.battery.advance((now - self._last_advance) * self.args.speedup)
         self._last_advance = now
@@ -124,31 +154,62 @@ class PaceDevice:
     def _reply(self, request: pace.Frame) -> bytes:
         if self.vectors is not None:
             return self._captured(request)
-        cmd, info = request.cid2, request.info
-        if cmd in (Command.ANALOG, Command.STATUS):
-            which = info[0] if info else pace.ALL_PACKS
+        if request.cid2 == SET_DATETIME:
+            return self._set_clock(request)
+        command = commands.by_cid2(request.cid2)
+        if command is None or request.cid2 in self.args.unsupported:
+            return self._frame(0x04)
+        try:
+            value = self._value(command, request)
+        except _Refused as e:
+            return self._frame(e.rtn)
+        return self._frame(0, command.encode(value))
+
+    def _value(self, command: commands.ReadCommand, request: pace.Frame):
+        """What the simulated BMS answers ``command`` with: its model's value, or the table's sample."""
+        model = {"analog": self._packs, "status": self._packs, "pack_count": self._pack_count,
+                 "software_version": lambda c, r: SOFTWARE_VERSION,
+                 "serials": lambda c, r: pace.Serials(f"SIMBMS{self.args.seed:010d}", f"SIMPACK{self.args.seed:08d}"),
+                 "capacities": self._capacities, "datetime": lambda c, r: self.clock.now()}.get(command.name)
+        if model is not None:
+            return model(command, request)
+        if command.sample is None:
+            raise _Refused(0x04)
+        return command.sample
+
+    def _packs(self, command: commands.ReadCommand, request: pace.Frame) -> pace.PackReply:
+        which = request.info[0] if request.info else pace.ALL_PACKS
+        if self.addresses:
+            # Daisy-chained RS485: each pack answers for itself at its own address.
+            numbers, count_byte = [self.addresses.index(request.adr) + 1], which
+        else:
             numbers = range(1, len(self.battery.packs) + 1) if which == pace.ALL_PACKS else [which]
-            if any(not 1 <= n <= len(self.battery.packs) for n in numbers):
-                return self._frame(0x06)
             count_byte = len(self.battery.packs) if which == pace.ALL_PACKS else which
-            if cmd == Command.ANALOG:
-                packs = [self._analog(n - 1) for n in numbers]
-                self._report("42", numbers, packs, None)
-                return self._frame(0, pace.encode_analog(packs, count_byte=count_byte))
+        if any(not 1 <= n <= len(self.battery.packs) for n in numbers):
+            raise _Refused(0x06)
+        if command.name == "analog":
+            packs = [self._analog(n - 1) for n in numbers]
+            self._report("42", numbers, packs, None)
+        else:
             packs = [self.battery.status(n - 1, bytes(self.args.status_extra)) for n in numbers]
             self._report("44", numbers, None, packs)
-            return self._frame(0, pace.encode_status(packs, count_byte=count_byte))
-        if cmd == Command.PACK_COUNT:
-            return self._frame(0, bytes([len(self.battery.packs) if request.adr in (0, 1) else 1]))
-        if cmd == Command.VERSION:
-            return self._frame(0, _text(SOFTWARE_VERSION))
-        if cmd == Command.SERIALS:
-            return self._frame(0, _text(f"SIMBMS{self.args.seed:010d}") + _text(f"SIMPACK{self.args.seed:08d}"))
-        if cmd == Command.CAPACITIES:
-            first = self.battery.analog(0)
-            return self._frame(0, b"".join(v.to_bytes(2, "big") for v in (first.remaining_raw, first.full_raw,
-                                                                          first.design_raw or 0)))
-        return self._frame(0x04)
+        return pace.PackReply(0, count_byte, which == pace.ALL_PACKS, tuple(packs))
+
+    def _pack_count(self, command, request: pace.Frame) -> int:
+        return len(self.battery.packs) if request.adr in (0, 1) and not self.addresses else 1
+
+    def _capacities(self, command, request: pace.Frame) -> pace.Capacities:
+        first = self.battery.analog(self.addresses.index(request.adr) if self.addresses else 0)
+        return pace.Capacities(first.remaining_ah, first.full_ah or 0.0, first.design_ah or 0.0)
+
+    def _set_clock(self, request: pace.Frame) -> bytes:
+        try:
+            when = pace.decode_datetime(pace.Frame(request.ver, request.adr, request.cid1, 0, request.info))
+        except pace.DecodeError:
+            return self._frame(0x06)
+        self.clock.set(when)
+        announce(event="clock_set", to=when.isoformat(), t=round(time.time(), 3))
+        return self._frame(0)
 
     def _analog(self, index: int) -> pace.AnalogPack:
         args = self.args
@@ -202,6 +263,13 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--ver20", action="store_true", help="VER 20 replies without design capacity (Itel-style)")
     p.add_argument("--echo", action="store_true", help="echo each request first, as RS485 adapters do")
     p.add_argument("--vectors", help="answer with the captured replies of this vectors.json")
+    p.add_argument("--unsupported", type=lambda x: int(x, 16), action="append", default=[],
+                   help="answer this CID2 (hex) with RTN 04, as a firmware that does not know it")
+    p.add_argument("--clock-offset-s", type=float, default=0.0, help="the BMS clock starts this far off")
+    p.add_argument("--clock-drift-ppm", type=float, default=0.0, help="and drifts this much")
+    p.add_argument("--addresses", type=lambda x: [int(a) for a in x.split(",")], default=None,
+                   help="RS485 daisy chain: one pack per address (1,2,3), each answering only at its own")
+    p.add_argument("--dead", type=int, action="append", default=[], help="this address never answers")
     p.add_argument("--events", action="store_true", help="print each reply and fault as a JSON line")
     return p
 

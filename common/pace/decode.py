@@ -1,15 +1,9 @@
 """Decoders (and, for the simulator and tests, encoders) of the INFO of each read command.
 
-Analog reply (0x42) INFO: INFOFLAG, then the pack count when the request asked FF (else the
-requested address echoed), then one block per pack:
-
-    C, C x cell mV (u16), T, T x temperature (u16, 0.1 K with offset 2730), current (s16, 10 mA,
-    + = charging), voltage (u16, mV), remaining (u16, 10 mAh), P, full (u16, 10 mAh),
-    cycles (u16), design (u16, 10 mAh), then whatever extra bytes the firmware adds.
-
-Status reply (0x44) INFO: INFOFLAG, count or echo, then per pack: C, C x cell warning code, T,
-T x temperature warning code, charge-current, total-voltage and discharge-current codes,
-protect 1, protect 2, instruction, control, fault, balance 1, balance 2, warn 1, warn 2, extras.
+Analog (0x42) and status (0x44) reply INFO: INFOFLAG, then the pack count when the request
+asked FF (else the requested address echoed), then one block per pack laid out as ANALOG_BLOCK
+and STATUS_BLOCK below (field tables in common/pace/layout.py: the one declaration of each
+layout, read by the decoder, the encoder, the length checks and the wire-time benchmark).
 
 Real firmwares add undocumented bytes after each block (a 1, 10 or 14 byte tail) and P does not
 announce them; a few omit the design capacity. So the block length is not taken from P or found
@@ -26,6 +20,7 @@ from dataclasses import dataclass
 
 from common.pace.errors import DecodeError
 from common.pace.frame import ALL_PACKS, Frame
+from common.pace.layout import Counted, Field, Layout
 
 TEMP_OFFSET = 2730
 # Longest undocumented tail accepted after a block (seen: 14 bytes analog, 1 byte status); a longer
@@ -69,53 +64,24 @@ def alarm_word(code: int) -> str | None:
     return f"user_0x{code:02X}" if 0x80 <= code <= 0xEF else f"undefined_0x{code:02X}"
 
 
-class _Reader:
-    """Reads big-endian fields from INFO bytes; running out of bytes is a DecodeError."""
-
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None):
-        self.data = data
-        self.pos = pos
-        self.end = len(data) if end is None else end
-
-    @property
-    def left(self) -> int:
-        return self.end - self.pos
-
-    def take(self, n: int, what: str) -> bytes:
-        if self.pos + n > self.end:
-            raise DecodeError(f"INFO ends inside {what} (byte {self.pos}, need {n}, have {self.left})")
-        part = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return part
-
-    def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
-
-    def u16(self, what: str, signed: bool = False) -> int:
-        return int.from_bytes(self.take(2, what), "big", signed=signed)
-
-    def u16s(self, count: int, what: str) -> tuple[int, ...]:
-        raw = self.take(2 * count, what)
-        return tuple(int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw), 2))
-
-
 # ---------------------------------------------------------------------------------------------
 # Analog data (0x42)
 
 
 @dataclass(frozen=True)
 class AnalogPack:
-    """One pack block of an analog reply, in SPEC units (raw temperatures kept as 0.1 K)."""
+    """One pack block of an analog reply, in the SPEC's units, which the names carry (temperatures
+    in 0.1 K, capacities in 10 mAh, current in 10 mA)."""
 
     cells_mv: tuple[int, ...]
-    temps_raw: tuple[int, ...]
-    current_raw: int
+    temps_dk: tuple[int, ...]
+    current_10ma: int
     voltage_mv: int
-    remaining_raw: int
+    remaining_10mah: int
     user_count: int
-    full_raw: int | None
+    full_10mah: int | None
     cycles: int | None
-    design_raw: int | None
+    design_10mah: int | None
     extra: bytes = b""
 
     @property
@@ -125,11 +91,11 @@ class AnalogPack:
 
     @property
     def temps_c(self) -> list[float]:
-        return [round((raw - TEMP_OFFSET) / 10, 1) for raw in self.temps_raw]
+        return [round((raw - TEMP_OFFSET) / 10, 1) for raw in self.temps_dk]
 
     @property
     def current_a(self) -> float:
-        return round(self.current_raw / 100, 2)
+        return round(self.current_10ma / 100, 2)
 
     @property
     def voltage_v(self) -> float:
@@ -141,25 +107,25 @@ class AnalogPack:
 
     @property
     def remaining_ah(self) -> float:
-        return self.remaining_raw / 100
+        return self.remaining_10mah / 100
 
     @property
     def full_ah(self) -> float | None:
-        return None if self.full_raw is None else self.full_raw / 100
+        return None if self.full_10mah is None else self.full_10mah / 100
 
     @property
     def design_ah(self) -> float | None:
-        return None if self.design_raw is None else self.design_raw / 100
+        return None if self.design_10mah is None else self.design_10mah / 100
 
     @property
     def soc_pct(self) -> float | None:
         """remaining / full; None when full is 0 or absent."""
-        return round(self.remaining_raw / self.full_raw * 100, 2) if self.full_raw else None
+        return round(self.remaining_10mah / self.full_10mah * 100, 2) if self.full_10mah else None
 
     @property
     def soh_pct(self) -> float | None:
         """full / design, unclamped (a new pack can exceed 100); None when a divisor is 0 or absent."""
-        return round(self.full_raw / self.design_raw * 100, 2) if self.full_raw and self.design_raw else None
+        return round(self.full_10mah / self.design_10mah * 100, 2) if self.full_10mah and self.design_10mah else None
 
     @property
     def cell_min_mv(self) -> int | None:
@@ -188,46 +154,46 @@ class AnalogPack:
         return None
 
 
+ANALOG_BLOCK = Layout(
+    Counted("cells_mv"), Counted("temps_dk"), Field("current_10ma", signed=True), Field("voltage_mv"),
+    Field("remaining_10mah"), Field("user_count", 1),
+    # Some firmwares (VER 20 hybrids) stop early: keep what fits, the rest is unknown.
+    Field("full_10mah", optional=True), Field("cycles", optional=True), Field("design_10mah", optional=True),
+    tail=True)
+
+STATUS_BLOCK = Layout(
+    Counted("cell_codes", 1), Counted("temp_codes", 1), Field("charge_current_code", 1),
+    Field("total_voltage_code", 1), Field("discharge_current_code", 1),
+    *(Field(name, 1) for name in ("protect_1", "protect_2", "instruction", "control", "fault", "balance_1",
+                                  "balance_2", "warn_1", "warn_2")),
+    tail=True)
+
+
+def _plausible_counts(layout: Layout, data: bytes, pos: int) -> bool:
+    counts = layout.counts_at(data, pos)
+    return counts is not None and 1 <= counts[0] <= MAX_CELLS and 1 <= counts[1] <= MAX_TEMPS
+
+
 def _analog_min_len(data: bytes, pos: int) -> int | None:
     """The SPEC length of the analog block at ``pos`` from its own C and T, or None if implausible
     (counts out of range, or a cell voltage that is neither 0 nor 0.5-5.5 V)."""
-    if pos >= len(data):
+    if not _plausible_counts(ANALOG_BLOCK, data, pos):
         return None
-    cells = data[pos]
-    tpos = pos + 1 + 2 * cells
-    if not 1 <= cells <= MAX_CELLS or tpos >= len(data) or not 1 <= data[tpos] <= MAX_TEMPS:
-        return None
-    for i in range(pos + 1, tpos, 2):
+    for i in range(pos + 1, pos + 1 + 2 * data[pos], 2):
         mv = data[i] << 8 | data[i + 1]
         if mv and not 500 <= mv <= 5500:
             return None
-    return 15 + 2 * cells + 2 * data[tpos]
+    return ANALOG_BLOCK.spec_length(data, pos) - pos
 
 
 def _status_min_len(data: bytes, pos: int) -> int | None:
-    if pos >= len(data):
+    if not _plausible_counts(STATUS_BLOCK, data, pos):
         return None
-    cells = data[pos]
-    tpos = pos + 1 + cells
-    if not 1 <= cells <= MAX_CELLS or tpos >= len(data) or not 1 <= data[tpos] <= MAX_TEMPS:
-        return None
-    return 14 + cells + data[tpos]
+    return STATUS_BLOCK.spec_length(data, pos) - pos
 
 
 def _analog_block(data: bytes, start: int, end: int) -> AnalogPack:
-    r = _Reader(data, start, end)
-    cells = r.u16s(r.u8("cell count"), "cell voltages")
-    temps = r.u16s(r.u8("temperature count"), "temperatures")
-    current = r.u16("current", signed=True)
-    voltage = r.u16("pack voltage")
-    remaining = r.u16("remaining capacity")
-    user_count = r.u8("user-defined count P")
-    # Some firmwares (VER 20 hybrids) stop early: keep what fits, the rest is unknown.
-    full = r.u16("full capacity") if r.left >= 2 else None
-    cycles = r.u16("cycle count") if r.left >= 2 else None
-    design = r.u16("design capacity") if r.left >= 2 else None
-    extra = r.take(r.left, "extra bytes")
-    return AnalogPack(cells, temps, current, voltage, remaining, user_count, full, cycles, design, extra)
+    return AnalogPack(**ANALOG_BLOCK.decode(data, start, end))
 
 
 def _split_blocks(data: bytes, count: int, min_len, force_offset_chars: int, kind: str) -> list[tuple[int, int]]:
@@ -302,21 +268,12 @@ def decode_analog(frame: Frame, request_info: int | None = ALL_PACKS, force_pack
 
 def encode_analog(packs: list[AnalogPack], infoflag: int = 0, count_byte: int | None = None) -> bytes:
     """INFO of an analog reply (for the simulator and round-trip tests)."""
-    out = bytearray([infoflag, len(packs) if count_byte is None else count_byte])
-    for p in packs:
-        out.append(len(p.cells_mv))
-        for mv in p.cells_mv:
-            out += mv.to_bytes(2, "big")
-        out.append(len(p.temps_raw))
-        for raw in p.temps_raw:
-            out += raw.to_bytes(2, "big")
-        out += p.current_raw.to_bytes(2, "big", signed=True)
-        out += p.voltage_mv.to_bytes(2, "big") + p.remaining_raw.to_bytes(2, "big") + bytes([p.user_count])
-        for value in (p.full_raw, p.cycles, p.design_raw):
-            if value is not None:
-                out += value.to_bytes(2, "big")
-        out += p.extra
-    return bytes(out)
+    return _encode_packs(ANALOG_BLOCK, packs, infoflag, count_byte)
+
+
+def _encode_packs(layout: Layout, packs, infoflag: int, count_byte: int | None) -> bytes:
+    head = bytes([infoflag, len(packs) if count_byte is None else count_byte])
+    return head + b"".join(layout.encode(p.__dict__) for p in packs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,11 +358,7 @@ _STATE_BYTES = ("protect_1", "protect_2", "instruction", "control", "fault", "ba
 
 
 def _status_block(data: bytes, start: int, end: int) -> StatusPack:
-    r = _Reader(data, start, end)
-    cells = tuple(r.take(r.u8("cell count"), "cell warning codes"))
-    temps = tuple(r.take(r.u8("temperature count"), "temperature warning codes"))
-    fixed = r.take(12, "state bytes")
-    return StatusPack(cells, temps, *fixed, extra=r.take(r.left, "extra bytes"))
+    return StatusPack(**STATUS_BLOCK.decode(data, start, end))
 
 
 def decode_status(frame: Frame, request_info: int | None = ALL_PACKS, force_pack_offset: int = 0) -> PackReply:
@@ -442,13 +395,7 @@ def _decode_packs(frame: Frame, request_info: int | None, force_pack_offset: int
 
 
 def encode_status(packs: list[StatusPack], infoflag: int = 0, count_byte: int | None = None) -> bytes:
-    out = bytearray([infoflag, len(packs) if count_byte is None else count_byte])
-    for p in packs:
-        out += bytes([len(p.cell_codes), *p.cell_codes, len(p.temp_codes), *p.temp_codes,
-                      p.charge_current_code, p.total_voltage_code, p.discharge_current_code,
-                      *(getattr(p, name) for name in _STATE_BYTES)])
-        out += p.extra
-    return bytes(out)
+    return _encode_packs(STATUS_BLOCK, packs, infoflag, count_byte)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,12 +438,11 @@ class Capacities:
     design_ah: float
 
 
+CAPACITIES = Layout(Field("remaining_ah", scale=0.01), Field("full_ah", scale=0.01), Field("design_ah", scale=0.01))
+
+
 def decode_capacities(frame: Frame) -> Capacities:
-    r = _Reader(frame.check_rtn().info)
-    caps = Capacities(r.u16("remaining") / 100, r.u16("full") / 100, r.u16("design") / 100)
-    if r.left:
-        raise DecodeError(f"capacities reply has {r.left} bytes too many")
-    return caps
+    return Capacities(**CAPACITIES.decode(frame.check_rtn().info))
 
 
 def decode_datetime(frame: Frame) -> dt.datetime:

@@ -7,11 +7,11 @@ from common.pace import AnalogPack, StatusPack
 
 
 def analog(cells=16, temps=6, mv=3300, current=-225, extra=b"", full=10000, design=10000, p=3, missing=0):
-    pack = AnalogPack(cells_mv=tuple(mv + i for i in range(cells)), temps_raw=tuple(2980 + i for i in range(temps)),
-                      current_raw=current, voltage_mv=mv * cells, remaining_raw=5000, user_count=p,
-                      full_raw=full, cycles=12, design_raw=design, extra=extra)
+    pack = AnalogPack(cells_mv=tuple(mv + i for i in range(cells)), temps_dk=tuple(2980 + i for i in range(temps)),
+                      current_10ma=current, voltage_mv=mv * cells, remaining_10mah=5000, user_count=p,
+                      full_10mah=full, cycles=12, design_10mah=design, extra=extra)
     if missing:
-        pack = AnalogPack(**{**pack.__dict__, "design_raw": None})
+        pack = AnalogPack(**{**pack.__dict__, "design_10mah": None})
     return pack
 
 
@@ -58,8 +58,8 @@ def test_missing_design_capacity_is_unknown_not_zero():
 
 
 def test_offline_pack_sent_as_zeros_is_flagged_and_carries_no_values():
-    zero = AnalogPack(cells_mv=(0,) * 16, temps_raw=(2730,) * 6, current_raw=0, voltage_mv=0, remaining_raw=0,
-                      user_count=3, full_raw=0, cycles=0, design_raw=0)
+    zero = AnalogPack(cells_mv=(0,) * 16, temps_dk=(2730,) * 6, current_10ma=0, voltage_mv=0, remaining_10mah=0,
+                      user_count=3, full_10mah=0, cycles=0, design_10mah=0)
     decoded = pace.decode_analog(reply(pace.encode_analog([analog(), zero, analog()])))
     offline = decoded.packs[1]
     assert not offline.online and offline.soc_pct is None and offline.soh_pct is None

@@ -112,9 +112,9 @@ def test_analog_reply_decodes_to_expected_values(vector):
     assert len(reply.packs) == len(exp["packs"])
     for pack, want in zip(reply.packs, exp["packs"]):
         assert list(pack.cells_mv) == want["cells_mV"]
-        assert list(pack.temps_raw) == want["temps_raw_0.1K"]
+        assert list(pack.temps_dk) == want["temps_raw_0.1K"]
         assert pack.temps_c == want["temps_C"]
-        assert pack.current_raw == want["current_raw_10mA"] and pack.current_a == want["current_A"]
+        assert pack.current_10ma == want["current_raw_10mA"] and pack.current_a == want["current_A"]
         assert pack.voltage_mv == want["voltage_mV"] and pack.voltage_v == want["voltage_V"]
         assert pack.remaining_ah == want["remain_Ah"]
         assert pack.user_count == want["user_defined_count_P"]

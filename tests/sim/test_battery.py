@@ -45,7 +45,7 @@ def test_cells_spread_over_time_and_offline_packs_send_zeros():
         pass
     assert max(battery.packs[0].offsets_mv) - min(battery.packs[0].offsets_mv) > spread_start
     offline = battery.analog(1)
-    assert not offline.online and offline.voltage_mv == 0 and offline.full_raw == 0
+    assert not offline.online and offline.voltage_mv == 0 and offline.full_10mah == 0
 
 
 def test_frozen_battery_keeps_its_values():

@@ -1,0 +1,142 @@
+"""The one table of PACE read commands: what each asks, how its reply decodes and encodes.
+
+Every user of a command reads it from here: the reader's schedule (``group``), the decode CLI
+(``decode`` and ``as_fields``), the simulator (``encode`` of the value its model gives, or of
+``sample``) and the wire-time benchmark (``reply_bytes``). Adding a read command is one
+``register`` call.
+
+``group`` says when the reader asks: ``cycle`` every poll cycle, ``capacity`` every
+``capacity_every`` cycles, ``info`` at start and every ``info_every_s``, ``config`` at start and
+every ``config_every_s``. ``per_pack`` commands carry the pack (or FF) as their request INFO;
+the others concern the pack the line is wired to. ``fits`` says whether a reply's INFO could
+answer the request at all, which is how a stale reply (the answer to an earlier request,
+delivered late by a bridge) is told from a broken one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from common.pace import decode as d
+from common.pace.errors import PaceError
+from common.pace.frame import ALL_PACKS, Frame, encode_frame
+from common.pace.layout import Field, Layout
+
+GROUPS = ("cycle", "capacity", "info", "config")
+
+
+def _no_info(_pack: int) -> bytes:
+    return b""
+
+
+def _pack_info(pack: int) -> bytes:
+    return bytes([pack])
+
+
+@dataclass(frozen=True)
+class ReadCommand:
+    name: str
+    cid2: int
+    # (reply, the request's pack byte or None when not known, force_pack_offset) -> value
+    decode: Callable[..., Any]
+    encode: Callable[[Any], bytes]
+    as_fields: Callable[[Any], dict]
+    group: str = "info"
+    per_pack: bool = False
+    request_info: Callable[[int], bytes] = _no_info
+    # A reply INFO length this command can have (None: any, e.g. the variable pack blocks).
+    reply_bytes: Callable[[bytes], bool] | None = None
+    sample: Any = None
+
+    def request(self, adr: int, pack: int = ALL_PACKS) -> bytes:
+        return encode_frame(self.cid2, self.request_info(pack), adr=adr)
+
+    def fits(self, frame: Frame, pack: int | None = ALL_PACKS, offset: int = 0) -> bool:
+        """Whether ``frame`` can be this command's answer (an error reply always can)."""
+        if frame.rtn != 0:
+            return True
+        if self.reply_bytes is not None:
+            return self.reply_bytes(frame.info)
+        try:
+            self.decode(frame, pack, offset)
+        except PaceError:
+            return False
+        return True
+
+
+COMMANDS: dict[str, ReadCommand] = {}
+
+
+def register(command: ReadCommand) -> ReadCommand:
+    if command.group not in GROUPS:
+        raise ValueError(f"{command.name}: group {command.group!r} is not one of {GROUPS}")
+    COMMANDS[command.name] = command
+    return command
+
+
+def unregister(name: str) -> None:
+    COMMANDS.pop(name, None)
+
+
+def by_cid2(cid2: int) -> ReadCommand | None:
+    return next((c for c in COMMANDS.values() if c.cid2 == cid2), None)
+
+
+def in_group(group: str) -> list[ReadCommand]:
+    return [c for c in COMMANDS.values() if c.group == group]
+
+
+def _sized(*lengths: int) -> Callable[[bytes], bool]:
+    return lambda info: len(info) in lengths
+
+
+def _text_info(text: str, size: int = 20) -> bytes:
+    return text.encode("ascii")[:size].ljust(size, b" ")
+
+
+DATETIME = Layout(*(Field(name, 1) for name in ("year_2000", "month", "day", "hour", "minute", "second")))
+
+
+def datetime_info(when: dt.datetime) -> bytes:
+    """B1 reply / B2 request INFO: year - 2000, month, day, hour, minute, second, plain binary."""
+    return DATETIME.encode({"year_2000": when.year - 2000, "month": when.month, "day": when.day,
+                            "hour": when.hour, "minute": when.minute, "second": when.second})
+
+
+def _pack_reply_fields(reply: d.PackReply, analog: bool) -> dict:
+    numbers = (range(1, len(reply.packs) + 1) if reply.is_count
+               else [reply.count_byte if 1 <= reply.count_byte <= 15 else 1])
+    packs = [d.pack_fields(n, p if analog else None, None if analog else p) for n, p in zip(numbers, reply.packs)]
+    return {"pack_count": len(reply.packs) if reply.is_count else None, "packs": packs}
+
+
+def _encode_reply(reply: d.PackReply, analog: bool) -> bytes:
+    encode = d.encode_analog if analog else d.encode_status
+    return encode(list(reply.packs), reply.infoflag, reply.count_byte)
+
+
+register(ReadCommand(
+    "analog", 0x42, lambda f, pack=ALL_PACKS, offset=0: d.decode_analog(f, pack, offset), lambda r: _encode_reply(r, True),
+    lambda r: _pack_reply_fields(r, True), group="cycle", per_pack=True, request_info=_pack_info))
+register(ReadCommand(
+    "status", 0x44, lambda f, pack=ALL_PACKS, offset=0: d.decode_status(f, pack, offset), lambda r: _encode_reply(r, False),
+    lambda r: _pack_reply_fields(r, False), group="cycle", per_pack=True, request_info=_pack_info))
+register(ReadCommand(
+    "capacities", 0xA6, lambda f, *_: d.decode_capacities(f), lambda c: d.CAPACITIES.encode(c.__dict__),
+    lambda c: dict(c.__dict__), group="capacity", reply_bytes=_sized(6)))
+register(ReadCommand(
+    "software_version", 0xC1, lambda f, *_: d.decode_text(f), _text_info,
+    lambda v: {"software_version": v}, reply_bytes=_sized(20)))
+register(ReadCommand(
+    "serials", 0xC2, lambda f, *_: d.decode_serials(f),
+    lambda s: _text_info(s.bms_serial or "") + _text_info(s.pack_serial or ""),
+    lambda s: {"bms_serial": s.bms_serial, "pack_serial": s.pack_serial}, reply_bytes=_sized(20, 40)))
+register(ReadCommand(
+    "pack_count", 0x90, lambda f, *_: d.decode_pack_count(f), lambda n: bytes([n]),
+    lambda n: {"pack_count": n}, reply_bytes=_sized(1)))
+register(ReadCommand(
+    "datetime", 0xB1, lambda f, *_: d.decode_datetime(f), datetime_info,
+    lambda t: {"bms_clock": t.isoformat()}, group="config", reply_bytes=_sized(6)))
