@@ -100,12 +100,27 @@ class BmsReaderConfig(_Section):
     info_every_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 600.0
     force_pack_offset: Annotated[int, msgspec.Meta(ge=0, le=400)] = 0
     reopen_max_s: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 2.0
+    # The BMS's own settings (thresholds, balancing, sleep, clock): read at start and this often.
+    config_every_s: Annotated[float, msgspec.Meta(ge=10, le=86400 * 7)] = 3600.0
+    # Set the BMS clock (B2) when a trusted time says it is off by more than this, the car
+    # stopped and no current flowing, at most once a day.
+    bms_clock_sync: bool = True
+    bms_clock_max_drift_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 30.0
+    bms_clock_idle_current_a: Annotated[float, msgspec.Meta(ge=0, le=50)] = 1.0
+    # master: ask the master pack for the whole stack (COMMAND FF); per_address: ask each
+    # address in turn, as daisy-chained RS485 packs without a master need.
+    stack_addressing: Literal["master", "per_address"] = "master"
+    addresses: list[Annotated[int, msgspec.Meta(ge=0, le=15)]] = msgspec.field(default_factory=lambda: [1])
+    # Reply layout family: auto takes it from the first analog reply.
+    protocol: Literal["auto", "25", "20-eg4", "20-pylon", "20-seplos"] = "auto"
 
     def __post_init__(self) -> None:
         if self.connection_type == "IP" and not self.bms_ip:
             raise ValueError("bms_reader.bms_ip: connection_type is IP but bms_ip is empty")
         if self.connection_type == "Serial" and not self.bms_serial:
             raise ValueError("bms_reader.bms_serial: connection_type is Serial but bms_serial is empty")
+        if not self.addresses or len(set(self.addresses)) != len(self.addresses):
+            raise ValueError("bms_reader.addresses: give each pack address once, at least one")
 
     @property
     def url(self) -> str:

@@ -65,6 +65,11 @@ class LinkHealth:
             self.log.warning("link down on %s: %s", self.port, self.error)
             self._set("down")
 
+    def count(self, kind: str) -> None:
+        """Count an event that is no failure of the link (a stale reply discarded)."""
+        self.errors[kind] += 1
+        self.changed = True
+
     def unreachable(self, detail: str) -> None:
         """The port could not be opened: down, with one ``io`` counted per outage however often
         the reopen is retried."""

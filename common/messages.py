@@ -22,7 +22,7 @@ decoder can follow is refused as ``depth``; its size is bounded by the bus befor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -98,6 +98,24 @@ class BmsInfo(Data):
     bms_serial: str | None = None
     pack_serial: str | None = None
     pack_count: int | None = None
+    protocol: str | None = None  # the layout family in use: "25", "20-eg4", ... (bms_reader.protocol)
+    clock_drift_s: Number | None = None  # BMS clock minus trusted time, at the last B1 read
+    clock_set_ts: Number | None = None  # when the reader last set the BMS clock (B2); None: not since start
+    clock_note: str | None = None  # why the clock was or was not set
+
+
+class PackConfig(Data):
+    """The settings one BMS reported: command name -> its fields (common/pace/config.py names
+    them with their units), as read; a command it did not answer is absent."""
+
+    address: int
+    settings: dict[str, dict[str, Any]] = {}
+    read_ts: Number | None = None
+
+
+class BmsConfig(Data):
+    packs: list[PackConfig]
+    unsupported: list[str] = []  # commands the firmware refused (RTN 04 or silence): not asked again
 
 
 LinkState = Literal["connecting", "up", "down"]
@@ -169,6 +187,7 @@ TOPICS: dict[str, Topic] = {
         Topic("bms.snapshot", BmsSnapshot, 1, "bms_reader", "every poll cycle"),
         Topic("bms.info", BmsInfo, 1, "bms_reader", "on change, and every 60 s"),
         Topic("bms.link", Link, 1, "bms_reader", "every 1 s"),
+        Topic("bms.config", BmsConfig, 1, "bms_reader", "after each settings read (config_every_s), and every 60 s"),
         Topic("gps.fix", GpsFix, 1, "gps_reader", "each fix epoch"),
         Topic("gps.link", GpsLink, 1, "gps_reader", "every 1 s"),
         Topic("uplink.status", UplinkStatus, 1, "tb_uplink", "every 1 s"),

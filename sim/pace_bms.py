@@ -64,12 +64,12 @@ class SimClock:
 
     def now(self) -> dt.datetime:
         elapsed = time.time() - self._set_at
-        return dt.datetime.fromtimestamp(self._base + elapsed * (1 + self.ppm / 1e6), dt.UTC).replace(
-            tzinfo=None, microsecond=0)
+        # Local time, as PBmsTools sets it from a PC.
+        return dt.datetime.fromtimestamp(self._base + elapsed * (1 + self.ppm / 1e6)).replace(microsecond=0)
 
     def set(self, when: dt.datetime) -> None:
         self._set_at = time.time()
-        self._base = when.replace(tzinfo=dt.UTC).timestamp()
+        self._base = when.timestamp()
 
 
 class PaceDevice:

@@ -15,15 +15,15 @@ delivered late by a bridge) is told from a broken one.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.pace import config as settings
 from common.pace import decode as d
+from common.pace.config import datetime_info
 from common.pace.errors import PaceError
 from common.pace.frame import ALL_PACKS, Frame, encode_frame
-from common.pace.layout import Field, Layout
 
 GROUPS = ("cycle", "capacity", "info", "config")
 
@@ -97,15 +97,6 @@ def _text_info(text: str, size: int = 20) -> bytes:
     return text.encode("ascii")[:size].ljust(size, b" ")
 
 
-DATETIME = Layout(*(Field(name, 1) for name in ("year_2000", "month", "day", "hour", "minute", "second")))
-
-
-def datetime_info(when: dt.datetime) -> bytes:
-    """B1 reply / B2 request INFO: year - 2000, month, day, hour, minute, second, plain binary."""
-    return DATETIME.encode({"year_2000": when.year - 2000, "month": when.month, "day": when.day,
-                            "hour": when.hour, "minute": when.minute, "second": when.second})
-
-
 def _pack_reply_fields(reply: d.PackReply, analog: bool) -> dict:
     numbers = (range(1, len(reply.packs) + 1) if reply.is_count
                else [reply.count_byte if 1 <= reply.count_byte <= 15 else 1])
@@ -140,3 +131,15 @@ register(ReadCommand(
 register(ReadCommand(
     "datetime", 0xB1, lambda f, *_: d.decode_datetime(f), datetime_info,
     lambda t: {"bms_clock": t.isoformat()}, group="config", reply_bytes=_sized(6)))
+
+
+def _register_settings(command: settings.ConfigCommand) -> None:
+    register(ReadCommand(
+        command.name, command.cid2, lambda f, *_: settings.decode_config(command, f),
+        lambda values: settings.encode_config(command, values), dict, group="config",
+        request_info=lambda _pack: command.request_info, reply_bytes=_sized(command.layout.size),
+        sample=command.sim_default))
+
+
+for _command in settings.CONFIG_COMMANDS:
+    _register_settings(_command)

@@ -78,6 +78,24 @@ class Link:
         except (serial.SerialException, OSError):
             pass
 
+    def drain(self, idle: Callable[[], None], quiet_s: float = 0.1) -> int:
+        """Read and drop whatever arrives until the line has been quiet ``quiet_s`` (at most one
+        response timeout): a bridge's backlog after a freeze. Returns the bytes dropped; they are
+        not junk (they were frames, only late)."""
+        dropped, deadline = 0, time.monotonic() + self.response_timeout_s
+        quiet_until = time.monotonic() + quiet_s
+        try:
+            while (now := time.monotonic()) < min(quiet_until, deadline):
+                chunk = self._port.read(HUNT_BLOCK)
+                if chunk:
+                    dropped += len(chunk)
+                    quiet_until = now + quiet_s
+                idle()
+        except (serial.SerialException, OSError) as e:
+            raise PortLost(f"{self.url}: {e}") from None
+        self.splitter = pace.FrameSplitter()
+        return dropped
+
     def transact(self, request: bytes, idle: Callable[[], None] = lambda: None) -> pace.Frame:
         """Send ``request`` and return the reply frame (RTN not checked). ``idle`` is called
         between reads, so the caller can publish while a long reply comes in."""

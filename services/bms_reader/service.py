@@ -1,13 +1,16 @@
-"""bms_reader: polls a PACE BMS (every pack of the stack) and publishes bms.snapshot/info/link.
+"""bms_reader: polls a PACE BMS (every pack of the stack) and publishes bms.snapshot/info/config/link.
 
-Each poll cycle asks analog data (0x42) and status (0x44) for all packs (COMMAND FF),
-capacities (0xA6) every ``capacity_every`` cycles, and version (0xC1), serials (0xC2) and the
-pack count (0x90) at start and every ``info_every_s``. A cycle starts when the previous one has
-ended or ``scan_interval`` after the previous start, whichever is later. A snapshot is published
-whenever the analog reply came; a status reply that failed leaves its fields None, never zeros.
-A timeout ends the cycle early (a sleeping BMS would only cost more timeouts); other errors are
-counted and the next request goes on. A lost port is reopened with capped back-off; the service
-never exits for it.
+What a cycle asks comes from the command table through the schedule (schedule.py): analog data
+(0x42) and status (0x44) every cycle, capacities every ``capacity_every`` cycles, version,
+serials and pack count every ``info_every_s``, the BMS's own settings and clock every
+``config_every_s``. A cycle starts when the previous one has ended or ``scan_interval`` after
+the previous start, whichever is later. A snapshot is published whenever an analog reply came; a
+status reply that failed leaves its fields None, never zeros. A silent pack costs one timeout
+(the rest of its requests this cycle are skipped); other errors are counted and the next
+request goes on. A reply that cannot answer the request in flight (a bridge delivering a
+backlog after a freeze) is counted as ``stale``, the line drained and the request asked once
+more, without taking the link down. A lost port is reopened with capped back-off; the service
+never exits for it. The only write ever sent is the clock (clocksync.py).
 """
 
 from __future__ import annotations
@@ -16,25 +19,31 @@ import time
 from dataclasses import dataclass, field
 
 from common import messages, pace
+from common.clock import Clock, ntp_synced
 from common.device import DeviceReader, NoReply, PortLost, TransportError
+from common.pace.config import datetime_info
 from common.service import Service
+from services.bms_reader.clocksync import ClockSync
 from services.bms_reader.link import Link
+from services.bms_reader.schedule import Ask, Schedule
 
-INFO_RETRY_S = 30.0
 INFO_PUBLISH_S = 60.0
+SET_DATETIME = 0xB2
 
 
 @dataclass
 class Cycle:
-    """What one poll cycle got. A value is None when its request failed or was not made."""
+    """What one poll cycle got, by pack number. A value is absent when its request failed or was
+    not made."""
 
     started: float
-    analog: pace.PackReply | None = None
+    analog: dict[int, pace.AnalogPack] = field(default_factory=dict)
     analog_ts: float | None = None
-    status: pace.PackReply | None = None
+    status: dict[int, pace.StatusPack] = field(default_factory=dict)
+    pack_count: int | None = None
     capacities: pace.Capacities | None = None
     info: dict = field(default_factory=dict)
-    info_failed: bool = False
+    config: dict[int, dict] = field(default_factory=dict)
     last_frame: pace.Frame | None = None
 
 
@@ -44,14 +53,20 @@ class BmsReader(DeviceReader):
 
     def __init__(self, svc: Service):
         super().__init__(svc, svc.section.url, svc.section.reopen_max_s)
-        self.cfg = svc.section
+        self.cfg = cfg = svc.section
         self.pub = svc.publisher()
         self.link: Link | None = None
-        self.cycles = 0
         self.info: dict = {}
         self.info_sent_at = 0.0
-        self.info_due_at = 0.0
         self.next_start = 0.0
+        addresses = cfg.addresses if cfg.stack_addressing == "per_address" else [cfg.bms_address]
+        self.schedule = Schedule(cfg.stack_addressing, addresses, cfg.capacity_every, cfg.info_every_s,
+                                 cfg.config_every_s)
+        self.config: dict[int, messages.PackConfig] = {}
+        self.config_sent_at = 0.0
+        self.clock = ClockSync(Clock(synced=ntp_synced), cfg.bms_clock_sync, cfg.bms_clock_max_drift_s,
+                               cfg.bms_clock_idle_current_a)
+        self.gps = svc.subscriber(["gps.fix"])
 
     def open_port(self) -> None:
         self.link = Link(self.cfg.url, self.cfg.bms_baud, self.cfg.response_timeout_s)
@@ -76,77 +91,143 @@ class BmsReader(DeviceReader):
 
     def _poll(self, started: float) -> None:
         """Run a cycle and publish what it got, also when the port was lost halfway."""
-        self.cycles += 1
         cycle = Cycle(started)
         try:
             self._run_cycle(cycle)
         finally:
-            if cycle.analog is not None:
+            if cycle.analog:
                 self._publish_snapshot(cycle)
             self._update_info(cycle)
+            self._update_config(cycle)
+
+    def tick(self) -> None:
+        super().tick()
+        while (msg := self.gps.recv(0)) is not None:
+            if msg.topic == "gps.fix":
+                self.clock.clock.observe_fix(msg)
+                self.clock.observe_speed(msg.data.speed_km_h if msg.data.valid else None, time.monotonic())
 
     def _run_cycle(self, cycle: Cycle) -> None:
-        cfg = self.cfg
-        info_due = time.monotonic() >= self.info_due_at
-        steps = [("analog", pace.analog_request(cfg.bms_address),
-                  lambda f: pace.decode_analog(f, pace.ALL_PACKS, cfg.force_pack_offset)),
-                 ("status", pace.status_request(cfg.bms_address),
-                  lambda f: pace.decode_status(f, pace.ALL_PACKS, cfg.force_pack_offset))]
-        if self.cycles % cfg.capacity_every == 1 or cfg.capacity_every == 1:
-            steps.append(("capacities", pace.build_request(pace.Command.CAPACITIES, cfg.bms_address),
-                          pace.decode_capacities))
-        if info_due:
-            steps += [("software_version", pace.build_request(pace.Command.VERSION, cfg.bms_address), pace.decode_text),
-                      ("serials", pace.build_request(pace.Command.SERIALS, cfg.bms_address), pace.decode_serials),
-                      ("pack_count", pace.build_request(pace.Command.PACK_COUNT, cfg.bms_address),
-                       pace.decode_pack_count)]
-        for name, request, decode in steps:
-            junk_before = self.link.junk_events
-            try:
-                frame = self.link.transact(request, self.idle)
-                value = decode(frame)
-            except PortLost:
-                raise
-            except (pace.PaceError, TransportError) as e:
-                self.health.fail(e.kind, f"{name}: {e}")
-                cycle.info_failed |= name in ("software_version", "serials", "pack_count") and e.kind != "rtn"
-                if isinstance(e, NoReply):
-                    break
+        for ask in self.schedule.plan(time.monotonic()):
+            if self.schedule.skip(ask):
+                self.schedule.failed(ask, time.monotonic())
                 continue
-            finally:
-                if self.link and self.link.junk_events > junk_before:
-                    self.health.fail("junk", f"{name}: bytes outside any frame were dropped")
-            self.health.ok()
-            self.backoff.reset()
-            cycle.last_frame = frame
-            if name == "analog":
-                cycle.analog, cycle.analog_ts = value, time.time()
-            elif name == "status":
-                cycle.status = value
-            elif name == "capacities":
-                cycle.capacities = value
-            elif name == "serials":
-                cycle.info.update(bms_serial=value.bms_serial, pack_serial=value.pack_serial)
-            else:
-                cycle.info[name] = value
-        if info_due:
-            self.info_due_at = time.monotonic() + (INFO_RETRY_S if cycle.info_failed else self.cfg.info_every_s)
+            value = self._ask(cycle, ask)
+            if value is not None:
+                self._keep(cycle, ask, value)
+
+    def _ask(self, cycle: Cycle, ask: Ask):
+        """The decoded answer to ``ask``, or None when it failed (counted, and told to the schedule)."""
+        name = ask.command.name
+        junk_before = self.link.junk_events
+        try:
+            frame = self._transact(ask)
+            value = ask.command.decode(frame, ask.pack, self.cfg.force_pack_offset)
+        except PortLost:
+            raise
+        except (pace.PaceError, TransportError) as e:
+            self._failed(ask, e)
+            return None
+        finally:
+            if self.link and self.link.junk_events > junk_before:
+                self.health.fail("junk", f"{name}: bytes outside any frame were dropped")
+        self.health.ok()
+        self.backoff.reset()
+        self.schedule.answered(ask)
+        cycle.last_frame = frame
+        return value
+
+    def _transact(self, ask: Ask) -> pace.Frame:
+        """The reply to ``ask``. One that cannot be its answer is a late reply to an earlier
+        request: counted as stale, the line drained, and the request sent once more."""
+        frame = self.link.transact(ask.request, self.idle)
+        if not ask.command.fits(frame, ask.pack, self.cfg.force_pack_offset):
+            self.health.count("stale")
+            self.link.drain(self.idle)
+            frame = self.link.transact(ask.request, self.idle)
+        return frame
+
+    def _failed(self, ask: Ask, error: Exception) -> None:
+        now = time.monotonic()
+        if isinstance(error, pace.DeviceError):
+            self.schedule.refused(ask, error.rtn)
+        elif isinstance(error, NoReply):
+            self.schedule.silent(ask, now)
+        if ask.command.name in self.schedule.unsupported:
+            self.svc.log.info("%s (CID2 %02X) is not supported by this BMS: not asked again", ask.command.name,
+                              ask.command.cid2)
+            if isinstance(error, pace.DeviceError):
+                return  # "CID2 not defined" is the firmware's answer, not a fault of the link
+        self.health.fail(error.kind, f"{ask.command.name}: {error}")
+        self.schedule.failed(ask, now)
+
+    def _keep(self, cycle: Cycle, ask: Ask, value) -> None:
+        group = ask.command.group
+        if group == "cycle":
+            self._keep_packs(cycle, ask, value)
+        elif group == "capacity":
+            cycle.capacities = value
+        elif group == "info":
+            cycle.info.update(ask.command.as_fields(value))
+        else:
+            self._keep_setting(cycle, ask, value)
+
+    def _keep_packs(self, cycle: Cycle, ask: Ask, reply: pace.PackReply) -> None:
+        into = cycle.analog if ask.command.name == "analog" else cycle.status
+        if reply.is_count:
+            into.update(enumerate(reply.packs, start=1))
+        else:
+            # One pack: the one asked, whatever address the reply echoes (some echo 0).
+            echoed = reply.count_byte if 1 <= reply.count_byte <= 15 else 1
+            into[ask.adr if self.schedule.per_address else echoed] = reply.packs[0]
+        if ask.command.name == "analog":
+            cycle.analog_ts = cycle.analog_ts or time.time()
+            if reply.is_count:
+                cycle.pack_count = len(reply.packs)
+
+    def _keep_setting(self, cycle: Cycle, ask: Ask, value) -> None:
+        settings = cycle.config.setdefault(ask.adr, {})
+        settings[ask.command.name] = ask.command.as_fields(value)
+        if ask.command.name == "datetime":
+            self._check_clock(cycle, ask, value)
+
+    def _check_clock(self, cycle: Cycle, ask: Ask, bms_time) -> None:
+        currents = [p.current_a for p in cycle.analog.values() if p.online]
+        decision = self.clock.decide(bms_time, time.time(), currents, time.monotonic())
+        cycle.info.update(clock_drift_s=decision.drift_s, clock_note=decision.note)
+        if decision.set_to is None:
+            return
+        request = pace.encode_frame(SET_DATETIME, datetime_info(decision.set_to), adr=ask.adr)
+        try:
+            self.link.transact(request, self.idle).check_rtn()
+        except PortLost:
+            raise
+        except (pace.PaceError, TransportError) as e:
+            self.health.fail(e.kind, f"setting the BMS clock: {e}")
+            cycle.info["clock_note"] = f"setting it failed: {e}"
+            return
+        self.clock.was_set(time.monotonic())
+        self.svc.log.info("set the BMS clock at address %d to %s (it was %+.0f s off)", ask.adr,
+                          decision.set_to.isoformat(), decision.drift_s)
+        cycle.info.update(clock_set_ts=time.time(), clock_note=f"set; it was {decision.drift_s:+.0f} s off")
 
     def _publish_snapshot(self, cycle: Cycle) -> None:
-        analog = cycle.analog
-        status = cycle.status.packs if cycle.status else ()
         packs = []
-        for index, block in enumerate(analog.packs):
-            number = index + 1 if analog.is_count else analog.count_byte
-            fields = pace.pack_fields(number, block, status[index] if index < len(status) else None)
-            if index == 0 and cycle.capacities and block.online and fields.get("design_ah") is None:
+        numbers = sorted(cycle.analog) if not self.schedule.per_address else self.schedule.addresses
+        for number in numbers:
+            block = cycle.analog.get(number)
+            if block is None:
+                packs.append(messages.Pack(pack=number, online=False))  # a silent address
+                continue
+            fields = pace.pack_fields(number, block, cycle.status.get(number))
+            if cycle.capacities and block.online and fields.get("design_ah") is None and number == numbers[0]:
                 fields["design_ah"] = cycle.capacities.design_ah  # firmwares without it in 0x42
             packs.append(messages.Pack(**fields))
         snapshot = messages.BmsSnapshot(pack_count=len(packs), packs=packs,
                                         poll_s=round(time.monotonic() - cycle.started, 4))
         self.pub.publish("bms.snapshot", snapshot, ts=cycle.analog_ts)
-        if analog.is_count:
-            self.info.setdefault("pack_count_from_analog", len(packs))
+        if cycle.pack_count is not None:
+            self.info.setdefault("pack_count_from_analog", cycle.pack_count)
 
     def _update_info(self, cycle: Cycle) -> None:
         frame = cycle.last_frame
@@ -157,11 +238,20 @@ class BmsReader(DeviceReader):
         self.info = merged
         if changed or (self.info and time.monotonic() - self.info_sent_at >= INFO_PUBLISH_S):
             count = merged.get("pack_count") or merged.get("pack_count_from_analog")
-            self.pub.publish("bms.info", messages.BmsInfo(
-                protocol_version=merged.get("protocol_version"), address=merged.get("address"),
-                software_version=merged.get("software_version"), bms_serial=merged.get("bms_serial"),
-                pack_serial=merged.get("pack_serial"), pack_count=count))
+            known = {k: merged.get(k) for k in ("protocol_version", "address", "software_version", "bms_serial",
+                                                "pack_serial", "protocol", "clock_drift_s", "clock_set_ts",
+                                                "clock_note")}
+            self.pub.publish("bms.info", messages.BmsInfo(pack_count=count, **known))
             self.info_sent_at = time.monotonic()
+
+    def _update_config(self, cycle: Cycle) -> None:
+        for address, settings in cycle.config.items():
+            self.config[address] = messages.PackConfig(address=address, settings=settings, read_ts=time.time())
+        if cycle.config or (self.config and time.monotonic() - self.config_sent_at >= INFO_PUBLISH_S):
+            self.pub.publish("bms.config", messages.BmsConfig(
+                packs=[self.config[a] for a in sorted(self.config)], unsupported=sorted(self.schedule.unsupported)))
+            self.config_sent_at = time.monotonic()
+
 
 def main(svc: Service) -> None:
     BmsReader(svc).run()

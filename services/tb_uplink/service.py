@@ -23,12 +23,13 @@ import msgspec
 
 from common import config as configmod
 from common import messages
+from common.clock import Clock, ntp_synced
 from common.command import CommandError
 from common.health import Every
 from common.service import Service
 from services.tb_uplink import budget, limits
 from services.tb_uplink.outbox import OutboxError
-from services.tb_uplink.records import Clock, RecordMaker, ntp_synced
+from services.tb_uplink.records import RecordMaker
 from services.tb_uplink.rpc import Rpc
 from services.tb_uplink.sender import Sender
 from services.tb_uplink.settings import RemoteSettings, table

@@ -3,11 +3,12 @@
 import msgspec
 import pytest
 
+from common import clock as common_clock
 from common import fields
+from common.clock import Clock
 from common.messages import GpsFix, Message
 from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
-from services.tb_uplink import records
-from services.tb_uplink.records import Clock, RecordMaker, build_record
+from services.tb_uplink.records import RecordMaker, build_record
 
 NOW = 1_800_000_000.0  # 2027-01-15, after the software's date floor
 
@@ -172,10 +173,10 @@ def test_gps_time_is_used_only_when_fixes_agree():
 
 
 def test_the_clock_looks_libc_up_once():
-    records._adjtimex.cache_clear()
-    records.ntp_synced()
-    records.ntp_synced()
-    assert records._adjtimex.cache_info().misses == 1
+    common_clock._adjtimex.cache_clear()
+    common_clock.ntp_synced()
+    common_clock.ntp_synced()
+    assert common_clock._adjtimex.cache_info().misses == 1
 
 
 def test_a_boot_clock_is_never_trusted():
