@@ -107,6 +107,9 @@ class BmsReaderConfig(_Section):
     bms_clock_sync: bool = True
     bms_clock_max_drift_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 30.0
     bms_clock_idle_current_a: Annotated[float, msgspec.Meta(ge=0, le=50)] = 1.0
+    # Whether the system clock is a trusted time: auto asks the kernel whether NTP has set it;
+    # trusted for a car with a real-time clock kept right; untrusted to use GPS time only.
+    system_clock: Literal["auto", "trusted", "untrusted"] = "auto"
     # master: ask the master pack for the whole stack (COMMAND FF); per_address: ask each
     # address in turn, as daisy-chained RS485 packs without a master need.
     stack_addressing: Literal["master", "per_address"] = "master"

@@ -87,12 +87,26 @@ class PaceDevice:
         self._last_advance = time.monotonic()
         self.clock = SimClock(args.clock_offset_s, args.clock_drift_ppm)
         self.addresses: list[int] = args.addresses or []
+        self.backlog: list[bytes] = []
+        self._held_in = b""
+        self._thawed = True
+        self._first_request_at: float | None = None
+        self._started = time.monotonic()
 
     def serve(self) -> None:
         splitter = pace.FrameSplitter()
         first_byte_at = 0.0
         while True:
-            data = self.port.recv(0.2)
+            data = self._held_in + self.port.recv(0.2)
+            self._held_in = b""
+            self._flush_backlog()
+            if self._frozen():
+                # The bridge holds what the reader sends too; the BMS sees it when the freeze ends.
+                self._held_in, self._thawed = data, False
+                continue
+            if not self._thawed:
+                self._thawed = True
+                announce(event="thaw", held_bytes=len(data), replies_held=len(self.backlog), t=round(time.time(), 3))
             if not data:
                 continue
             if splitter.pending == 0:
@@ -108,10 +122,15 @@ class PaceDevice:
                 first_byte_at = time.monotonic()
 
     def answer(self, request: pace.Frame, request_done_at: float) -> None:
+        if self.args.events:
+            announce(event="request", command=f"{request.cid2:02X}", adr=request.adr, t=round(time.time(), 3))
         if self.addresses and (request.adr not in self.addresses or request.adr in self.args.dead):
             return  # on a shared RS485 bus only the addressed pack speaks; a dead one is silent
         now = time.monotonic()
+        if self._first_request_at is None:
+            self._first_request_at = now
         self.battery.advance((now - self._last_advance) * self.args.speedup)
+        self._hold_current(now)
         self._last_advance = now
         self.replies += 1
         wanted = self.args.fault_command is None or request.cid2 == self.args.fault_command
@@ -134,8 +153,26 @@ class PaceDevice:
             reply = reply[: max(14, len(reply) // 2)]
         self.write(reply, request_done_at, split=fault == "split", junk=fault == "junk")
 
+    def _frozen(self) -> bool:
+        """Inside the bridge freeze: requests and replies are held, as a TCP bridge that stalls
+        keeps them; afterwards the held replies go at once and the held requests are answered in
+        turn at the line's pace, so stale replies keep coming for a while."""
+        if self.args.freeze_at_s is None or self._first_request_at is None:
+            return False
+        start = self._first_request_at + self.args.freeze_at_s
+        return start <= time.monotonic() < start + self.args.freeze_for_s
+
+    def _flush_backlog(self) -> None:
+        if self.backlog and not self._frozen():
+            held, self.backlog = self.backlog, []
+            self.port.send(b"".join(held), None)
+
     def write(self, data: bytes, request_done_at: float, split: bool = False, junk: bool = False) -> None:
         time.sleep(max(0.0, request_done_at + self.args.response_delay_ms / 1000 - time.monotonic()))
+        if self._frozen():
+            self.backlog.append(data)
+            return
+        self._flush_backlog()
         if junk:
             self.port.send(JUNK, self.args.baud)
         if split:
@@ -150,6 +187,15 @@ class PaceDevice:
     def _frame(self, rtn: int, info: bytes = b"") -> bytes:
         adr = self.args.address if self.args.reply_adr is None else self.args.reply_adr
         return pace.encode_frame(rtn, info, adr=adr, ver=0x20 if self.args.ver20 else 0x25)
+
+    def _hold_current(self, now: float) -> None:
+        """--current-a fixes every pack's current, until --idle-after-s, after which none flows."""
+        amps = self.args.current_a
+        if self.args.idle_after_s is not None and now - self._started >= self.args.idle_after_s:
+            amps = 0.0
+        if amps is not None:
+            for pack in self.battery.packs:
+                pack.current_a = amps if pack.online else 0.0
 
     def _reply(self, request: pace.Frame) -> bytes:
         if self.vectors is not None:
@@ -208,7 +254,8 @@ class PaceDevice:
         except pace.DecodeError:
             return self._frame(0x06)
         self.clock.set(when)
-        announce(event="clock_set", to=when.isoformat(), t=round(time.time(), 3))
+        announce(event="clock_set", to=when.isoformat(), t=round(time.time(), 3),
+                 current_a=[p.current_a for p in self.battery.packs])
         return self._frame(0)
 
     def _analog(self, index: int) -> pace.AnalogPack:
@@ -269,6 +316,11 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--clock-drift-ppm", type=float, default=0.0, help="and drifts this much")
     p.add_argument("--addresses", type=lambda x: [int(a) for a in x.split(",")], default=None,
                    help="RS485 daisy chain: one pack per address (1,2,3), each answering only at its own")
+    p.add_argument("--current-a", type=float, default=None, help="every pack's current, fixed")
+    p.add_argument("--idle-after-s", type=float, default=None, help="no current flows from this time on")
+    p.add_argument("--freeze-at-s", type=float, default=None,
+                   help="a bridge freeze this long after the first request: replies are held, then sent at once")
+    p.add_argument("--freeze-for-s", type=float, default=15.0, help="how long the freeze lasts")
     p.add_argument("--dead", type=int, action="append", default=[], help="this address never answers")
     p.add_argument("--events", action="store_true", help="print each reply and fault as a JSON line")
     return p

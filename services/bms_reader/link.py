@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 READ_SLICE_S = 0.05
 HUNT_BLOCK = 4096
 BITS_PER_CHAR = 10
+# Quiet longer than the gap between two replies of a BMS working through held requests.
+DRAIN_QUIET_S = 0.25
+DRAIN_MAX_S = 10.0
 
 
 class Link:
@@ -78,11 +81,11 @@ class Link:
         except (serial.SerialException, OSError):
             pass
 
-    def drain(self, idle: Callable[[], None], quiet_s: float = 0.1) -> int:
-        """Read and drop whatever arrives until the line has been quiet ``quiet_s`` (at most one
-        response timeout): a bridge's backlog after a freeze. Returns the bytes dropped; they are
-        not junk (they were frames, only late)."""
-        dropped, deadline = 0, time.monotonic() + self.response_timeout_s
+    def drain(self, idle: Callable[[], None], quiet_s: float = DRAIN_QUIET_S) -> int:
+        """Read and drop whatever arrives until the line has been quiet ``quiet_s`` (at most
+        DRAIN_MAX_S): a bridge's backlog after a freeze, whose held requests the BMS may still be
+        answering one by one. Returns the bytes dropped; they are not junk (frames, only late)."""
+        dropped, deadline = 0, time.monotonic() + DRAIN_MAX_S
         quiet_until = time.monotonic() + quiet_s
         try:
             while (now := time.monotonic()) < min(quiet_until, deadline):

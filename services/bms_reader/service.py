@@ -64,7 +64,8 @@ class BmsReader(DeviceReader):
                                  cfg.config_every_s)
         self.config: dict[int, messages.PackConfig] = {}
         self.config_sent_at = 0.0
-        self.clock = ClockSync(Clock(synced=ntp_synced), cfg.bms_clock_sync, cfg.bms_clock_max_drift_s,
+        synced = {"trusted": lambda: True, "untrusted": lambda: False}.get(cfg.system_clock, ntp_synced)
+        self.clock = ClockSync(Clock(synced=synced), cfg.bms_clock_sync, cfg.bms_clock_max_drift_s,
                                cfg.bms_clock_idle_current_a)
         self.gps = svc.subscriber(["gps.fix"])
 
