@@ -3,6 +3,7 @@
 import json
 import subprocess
 
+from common.pace.config import CONFIG_COMMANDS
 from harness.proc import PY, REPO
 from tests.pace.test_vectors import ANALOG, FRAMES, STATUS, VALID
 
@@ -92,3 +93,20 @@ def test_an_error_reply_names_its_return_code():
     from common import pace
     [result] = decode([pace.encode_frame(0x04, adr=1).decode()])
     assert result == {"ok": False, "error": "rtn", "detail": "BMS returned RTN 04 (CID2 not defined)", "rtn": "04"}
+
+
+def test_every_settings_reply_decodes_with_its_command():
+    settings = {f"{c.cid2:02X}" for c in CONFIG_COMMANDS}
+    vectors = [v for v in json.loads((REPO / "tests/data/pace/config_vectors.json").read_text())
+               if v["direction"] == "response" and v["command"] in settings]
+    assert len(vectors) >= 15
+    for vector in vectors:
+        [result] = decode([vector["frame"]], "--command", vector["command"])
+        assert result["ok"], (vector["id"], result)
+        assert result["command"] == vector["command"]
+        assert {k: result[k] for k in vector["expected"]} == vector["expected"], vector["id"]
+
+
+def test_an_unknown_command_is_named_with_the_known_ones():
+    [result] = decode([FRAMES[3]["frame"].rstrip("\r")], "--command", "EE")
+    assert result["ok"] is False and "no read command with CID2 EE" in result["detail"] and "D1" in result["detail"]
