@@ -166,3 +166,36 @@ def gps_values(fix: GpsFix, full: bool = True) -> dict[str, Any]:
 def pack_prefix(number_: int, pad_packs: int) -> str:
     """Key prefix of pack ``number_``: "" for pack 1 (the original keys), "pack_<n>_" after it."""
     return "" if number_ == 1 else f"pack_{number(number_, pad_packs)}_"
+
+
+# --- The BMS's own settings (bms.config) ---------------------------------------------------------
+# Their names come from the layouts of common/pace/config.py and end in their unit; this table
+# turns the suffix into the unit and precision shown, so a new setting needs no row here.
+SETTING_UNITS = {"_mv": ("mV", 0), "_ma": ("mA", 0), "_a": ("A", 0), "_c": ("°C", 1), "_ms": ("ms", 0),
+                 "_us": ("µs", 0), "_min": ("min", 0), "_pct": ("%", 0), "_s": ("s", 1)}
+SETTING_KEY_PREFIX = "bms_"
+
+
+def setting_unit(name: str) -> tuple[str, str, int]:
+    """(label, unit, decimals) of a setting field, from its unit-carrying name."""
+    for suffix, (unit, decimals) in SETTING_UNITS.items():
+        if name.endswith(suffix):
+            return name[: -len(suffix)].replace("_", " ").capitalize(), unit, decimals
+    return name.replace("_", " ").capitalize(), "", 0
+
+
+def setting_values(settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The shown settings of one BMS, field -> value: the clock (its own key, bms_clock_drift_s)
+    and the bytes whose meaning nobody knows (``reserved_*``) are left out."""
+    return {name: value for command, fields_ in sorted(settings.items()) if command != "datetime"
+            for name, value in fields_.items() if not name.startswith("reserved_")}
+
+
+def setting_attributes(packs: list, pad_packs: int = 0) -> dict[str, Any]:
+    """ThingsBoard client attributes of a bms.config's packs: ``bms_<field>`` for the first
+    BMS, behind the ``pack_<n>_`` prefix for the others (in address order)."""
+    out: dict[str, Any] = {}
+    for position, pack in enumerate(sorted(packs, key=lambda p: p.address), start=1):
+        prefix = pack_prefix(position, pad_packs) + SETTING_KEY_PREFIX
+        out.update({prefix + name: value for name, value in setting_values(pack.settings).items()})
+    return out

@@ -8,6 +8,7 @@ import time
 import psutil
 import pytest
 
+from common.pace.config import CONFIG_COMMANDS
 from harness.mosquitto import Collector, Mosquitto
 from harness.proc import REPO, python_module, wait_for
 from harness.system import System
@@ -58,6 +59,9 @@ def test_records_at_the_broker_carry_the_simulated_values(stack):
         assert abs(ts / 1000 - time.time()) < 30, "plausible timestamps"
         checked += 1
     assert checked >= 5
+    # The BMS's settings reach ThingsBoard as client attributes, the simulator's values exactly.
+    expected = {f"bms_{k}": v for c in CONFIG_COMMANDS for k, v in c.sim_default.items() if not k.startswith("reserved")}
+    assert wait_for(lambda: any(expected.items() <= a.items() for a in sink.attributes), 60), sink.attributes[-1:]
     everything = "\n".join(system.honcho.text()) + json.dumps(
         [msg.data.__repr__() for msg in system.bus.messages()])
     assert TOKEN not in everything, "the token leaked into a log line or a bus message"

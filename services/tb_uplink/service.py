@@ -1,8 +1,8 @@
 """tb_uplink: the latest bus values become ThingsBoard telemetry, delivered from a durable outbox.
 
-The main thread subscribes to bms.snapshot, bms.info and gps.fix; every ``upload_interval`` it
-builds one record (records.py) and commits it to the outbox (outbox.py) before anything else
-happens to it; every second it publishes uplink.status. The sender thread (sender.py) drains
+The main thread subscribes to bms.snapshot, bms.info, bms.config (both as client attributes)
+and gps.fix; every ``upload_interval`` it builds one record (records.py) and commits it to the
+outbox (outbox.py) before anything else happens to it; every second it publishes uplink.status. The sender thread (sender.py) drains
 the outbox over MQTT. Neither waits for the other: an outage only makes the queue grow.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import msgspec
 
 from common import config as configmod
-from common import messages
+from common import fields, messages
 from common.clock import Clock, ntp_synced
 from common.command import CommandError
 from common.health import Every
@@ -75,7 +75,16 @@ def base_attributes(host: str) -> dict:
 def info_attributes(info: messages.BmsInfo) -> dict:
     """The client attributes from a bms.info (unknown ones left out)."""
     return {k: v for k, v in (("bms_software_version", info.software_version), ("bms_serial", info.bms_serial),
-                              ("pack_serial", info.pack_serial), ("pack_count", info.pack_count)) if v is not None}
+                              ("pack_serial", info.pack_serial), ("pack_count", info.pack_count),
+                              ("bms_clock_drift_s", info.clock_drift_s)) if v is not None}
+
+
+def config_attributes(config: messages.BmsConfig, pad_packs: int) -> dict:
+    """The client attributes from a bms.config: every setting, and what the firmware refused."""
+    out = fields.setting_attributes(config.packs, pad_packs)
+    if config.unsupported:
+        out["bms_unsupported_commands"] = ",".join(config.unsupported)
+    return out
 
 
 def check_credentials(cfg: configmod.TbUplinkConfig) -> None:
@@ -105,7 +114,7 @@ class Uplink:
         except OutboxError as e:
             raise configmod.ConfigError(f"tb_uplink.outbox_path: {e}") from None
         self.pub = svc.publisher()
-        self.sub = svc.subscriber(["bms.snapshot", "bms.info", "gps.fix"])
+        self.sub = svc.subscriber(["bms.snapshot", "bms.info", "bms.config", "gps.fix"])
         self.clock = Clock(synced={"auto": ntp_synced, "trusted": lambda: True,
                                    "untrusted": lambda: False}[cfg.system_clock])
         self.records = RecordMaker(cfg.max_value_age_s, cfg.zero_pad_number_cells, cfg.zero_pad_number_packs,
@@ -124,6 +133,7 @@ class Uplink:
         self.status_every = Every(1.0)
         self.base_attributes = base_attributes(cfg.host)
         self.info_attributes: dict = {}
+        self.config_attributes: dict = {}
         self._attributes()
 
     def _reload(self) -> configmod.TbUplinkConfig:
@@ -157,9 +167,13 @@ class Uplink:
         elif msg.topic == "bms.info":
             self.info_attributes = info_attributes(msg.data)
             self._attributes()
+        elif msg.topic == "bms.config":
+            self.config_attributes = config_attributes(msg.data, self.cfg.zero_pad_number_packs)
+            self._attributes()
 
     def _attributes(self) -> None:
-        self.sender.set_attributes({**self.base_attributes, **self.info_attributes, **self.remote.attributes()})
+        self.sender.set_attributes({**self.base_attributes, **self.info_attributes, **self.config_attributes,
+                                    **self.remote.attributes()})
 
     def _from_server(self) -> None:
         """Shared attribute updates and server-side RPC requests the sender thread received."""
