@@ -172,7 +172,7 @@ def pack_prefix(number_: int, pad_packs: int) -> str:
 # Their names come from the layouts of common/pace/config.py and end in their unit; this table
 # turns the suffix into the unit and precision shown, so a new setting needs no row here.
 SETTING_UNITS = {"_mv": ("mV", 0), "_ma": ("mA", 0), "_a": ("A", 0), "_c": ("°C", 1), "_ms": ("ms", 0),
-                 "_us": ("µs", 0), "_min": ("min", 0), "_pct": ("%", 0), "_s": ("s", 1)}
+                 "_us": ("µs", 0), "_min": ("min", 0), "_pct": ("%", 0), "_s": ("s", 1), "_v": ("V", 2)}
 SETTING_KEY_PREFIX = "bms_"
 
 

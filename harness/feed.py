@@ -12,7 +12,7 @@ import msgspec
 
 from common import messages
 from common.service import Service, run
-from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT
+from harness.samples import SAMPLES, UPLINK_FIX, UPLINK_SNAPSHOT
 
 INFO = messages.BmsInfo(protocol_version="25", address=1, software_version="P16S100A-FEED-1.00",
                         bms_serial="FEEDBMS01", pack_serial="FEEDPACK01", pack_count=2)
@@ -28,6 +28,7 @@ def main(svc: Service) -> None:
         gone = svc.args.empty_when and os.path.exists(svc.args.empty_when)
         bms.publish("bms.snapshot", empty if gone else UPLINK_SNAPSHOT, ts=now)
         bms.publish("bms.info", INFO, ts=now)
+        bms.publish("bms.config", SAMPLES["bms.config"], ts=now)
         gps.publish("gps.fix", msgspec.structs.replace(UPLINK_FIX, gps_utc=now), ts=now)
         if svc.args.links:
             bms.publish("bms.link", messages.Link(state="up", port="feed", last_ok_ts=now), ts=now)

@@ -18,7 +18,9 @@ SAMPLES: dict[str, m.Data] = {
     "bms.link": m.Link(state="up", port="socket://127.0.0.1:5000", errors={"timeout": 2},
                        last_ok_ts=1764000000.5),
     "bms.config": m.BmsConfig(packs=[m.PackConfig(address=1, read_ts=1764000000.0, settings={
-        "cell_overvoltage": {"alarm_v": 3.6, "protect_v": 3.7, "release_v": 3.4, "delay_s": 1.0}})],
+        "cell_overvoltage": {"reserved_1": 1, "cell_overvoltage_alarm_mv": 3600, "cell_overvoltage_protect_mv": 3700,
+                             "cell_overvoltage_release_mv": 3380, "cell_overvoltage_delay_ms": 1000},
+        "datetime": {"bms_clock": "2026-12-04T01:02:03"}})],
         unsupported=["sleep"]),
     "gps.fix": m.GpsFix(valid=True, speed_km_h=42.3, course_deg=181.5, lat=52.5, lon=13.4, alt_m=34.0,
                         sats=8, hdop=0.9, fix_quality=1, gps_utc=1764000000.0),

@@ -18,7 +18,7 @@ from common.health import Every
 from common.service import Service, Unavailable
 from services.gui.viewmodel import ViewModel
 
-TOPICS = ["bms.snapshot", "bms.link", "gps.fix", "gps.link", "uplink.status"]
+TOPICS = ["bms.snapshot", "bms.link", "bms.config", "gps.fix", "gps.link", "uplink.status"]
 # --screenshot waits until every topic has been seen (or the longer bound has passed), and at least
 # the shorter one, so that the pictures show live values and a settled layout.
 SCREENSHOT_AFTER_S = 3.0

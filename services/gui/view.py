@@ -157,6 +157,9 @@ class DisplayView:
                 self._font(dpg.add_text("", tag="pack_temps", wrap=int(w * 0.56)), "small")
             with dpg.group():
                 self._font(dpg.add_text("", tag="pack_lines"), "small")
+                # Closed by default: the BMS's own thresholds are for a stop, not for a glance.
+                with dpg.collapsing_header(label="BMS settings", tag="settings_header", default_open=False):
+                    self._font(dpg.add_text("", tag="pack_settings", wrap=int(w * 0.4)), "small")
         with dpg.child_window(height=int(56 * s), border=False):
             self._font(dpg.add_text("", tag="pack_overview"), "small")
         with dpg.plot(height=-1, width=-1, tag="trend_plot", no_menus=True, no_mouse_pos=True):
@@ -245,6 +248,7 @@ class DisplayView:
             dpg.set_value("cells_series", [[], []])
             dpg.set_value("balancing_series", [[], []])
         self._set("pack_temps", "")
+        self._set("pack_settings", "")
         self._set("pack_lines", "")
 
     def current_page(self) -> str:
@@ -274,6 +278,7 @@ class DisplayView:
                     dpg.set_axis_limits("cells_x", 0.3, len(xs) + 0.7)
             self._set("pack_temps", "°C  " + "   ".join(f"{label} {value.split()[0]}" for label, value in pack.temps))
             self._set("pack_lines", "\n".join(f"{k}: {val}" for k, val in pack.lines))
+            self._set("pack_settings", "\n".join(pack.settings) or "not read yet")
         self._set("pack_overview", "\n".join(p.summary for p in v.packs[:MAX_PACKS]))
         if self._shown.get("trend") != v.trend_at:
             self._shown["trend"] = v.trend_at
@@ -287,7 +292,8 @@ class DisplayView:
     def dump(self, path: str) -> None:
         """Write the displayed values (read back from the widgets) as JSON, for tests."""
         tags = ["speed", "soc_text", "soc_bar", "power", "power_state", "banner", "health_BMS", "health_GPS",
-                "health_Uplink", "queued", "pack_lines", "pack_temps", "pack_overview", "pack_state", "errors"]
+                "health_Uplink", "queued", "pack_lines", "pack_settings", "pack_temps", "pack_overview", "pack_state",
+                "errors"]
         tags += [tag for tag, _ in DRIVER_VALUES]
         out = {tag: dpg.get_value(tag) for tag in tags}
         out["colours"] = {tag: [round(c * 255) for c in dpg.get_item_configuration(tag)["color"][:3]]

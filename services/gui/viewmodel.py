@@ -22,9 +22,11 @@ Rules:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from common import fields
 from common.fields import BY_KEY
 from common.messages import GpsFix, Message, Pack
 
@@ -70,6 +72,7 @@ class PackView:
     temps: list[tuple[str, str]]
     lines: list[tuple[str, str]]
     summary: str
+    settings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ class ViewModel:
             banner_flash=now < self._flash_until and int((now - self._flash_until) * 4) % 2 == 0,
             health=self._health(now),
             queued=self._queued(now),
-            packs=[_pack_view(p) for p in packs],
+            packs=[_with_settings(_pack_view(p), self.sources["bms.config"].msg) for p in packs],
             trend={k: ([t - self._trend_at for t, _ in series], [v for _, v in series])
                    for k, series in self._trend.items()},
             trend_at=self._trend_at,
@@ -331,3 +334,39 @@ def _pack_view(p: Pack) -> PackView:
                    f"{fmt(p.current_a, '{:+.1f}A')}  d{fmt(p.cell_delta_mv, '{}mV')}  "
                    f"{fmt(max(p.temps_c) if p.temps_c else None, '{:.0f}°C')}")
     return PackView(p.pack, p.online, list(p.cells_mv), list(p.balancing or []), temps, lines, summary)
+
+
+def setting_line(command: str, values: dict) -> str:
+    """One settings command in a line: "Cell overvoltage: alarm 3600 mV, protect 3700 mV, ...",
+    labels and units from the unit-carrying field names (common/fields.py)."""
+    parts = []
+    for name, value in values.items():
+        label, unit, decimals = fields.setting_unit(name)
+        label = label.lower().removeprefix(command.replace("_", " ")).strip() or label.lower()
+        number = "--" if known(value) is None else f"{value:.{decimals}f}"
+        parts.append(f"{label} {number} {unit}".rstrip())
+    return f"{command.replace('_', ' ').capitalize()}: " + ", ".join(parts)
+
+
+def settings_lines(config, number: int) -> list[str]:
+    """The settings lines of pack ``number``: those its own address reported (per_address), else
+    the master's, which speaks for the stack."""
+    if config is None or not config.data.packs:
+        return []
+    own = {p.address: p for p in config.data.packs}
+    pack = own.get(number) or config.data.packs[0]
+    lines = [] if pack.address == number else [f"(from the BMS at address {pack.address})"]
+    shown = fields.setting_values(pack.settings)
+    for command in sorted(pack.settings):
+        values = {k: v for k, v in pack.settings[command].items() if k in shown}
+        if values:
+            lines.append(setting_line(command, values))
+    if "datetime" in pack.settings:
+        lines.append(f"BMS clock: {pack.settings['datetime'].get('bms_clock', '--')}")
+    if config.data.unsupported:
+        lines.append("Not supported: " + ", ".join(config.data.unsupported))
+    return lines
+
+
+def _with_settings(view: PackView, config) -> PackView:
+    return dataclasses.replace(view, settings=settings_lines(config, view.number))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.proc import free_port, python_module, wait_for, write_config
-from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT
+from harness.samples import SAMPLES, UPLINK_FIX, UPLINK_SNAPSHOT
 from harness.xvfb import Xvfb
 
 
@@ -62,6 +62,9 @@ def test_gui_shows_what_was_published_and_screenshots_each_page(spawn, tmp_path,
     assert shown["colours"]["soc_text"] == [40, 200, 70] and shown["colours"]["banner"] == [255, 215, 0]
     assert shown["cells_series"][1][0] == p1.cells_mv[0] and shown["balancing_series"][1][1] == p1.cells_mv[1]
     assert "MOS 30.1" in shown["pack_temps"] and shown["pack_overview"].count("\n") == 1
+    settings = SAMPLES["bms.config"].packs[0].settings["cell_overvoltage"]
+    assert f"Cell overvoltage: alarm {settings['cell_overvoltage_alarm_mv']} mV" in shown["pack_settings"]
+    assert "Not supported: sleep" in shown["pack_settings"]
     for page in ("driver", "detail"):
         assert_not_blank(shots / f"{page}.png", width, height)
 
