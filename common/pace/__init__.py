@@ -36,21 +36,18 @@ from common.pace.errors import (
 from common.pace.frame import (
     ALL_PACKS,
     BadFrame,
-    Command,
     Frame,
     FrameSplitter,
-    analog_request,
     build_request,
     encode_frame,
     parse_frame,
-    status_request,
 )
 
 __all__ = [
-    "ALL_PACKS", "AnalogPack", "BadFrame", "Capacities", "ChecksumError", "Command",
+    "ALL_PACKS", "AnalogPack", "BadFrame", "Capacities", "ChecksumError",
     "DecodeError", "DeviceError", "Frame", "FrameError", "FrameSplitter", "LengthChecksumError", "PaceError", "Serials",
-    "StatusPack", "PackReply", "alarm_word", "analog_request", "build_request", "decode_analog",
+    "StatusPack", "PackReply", "alarm_word", "build_request", "decode_analog",
     "decode_capacities", "decode_datetime", "decode_pack_count", "decode_serials", "decode_status",
     "decode_text", "encode_analog", "encode_frame", "encode_status", "flag_names", "pack_fields",
-    "parse_frame", "rtn_name", "status_request",
+    "parse_frame", "rtn_name",
 ]

@@ -26,7 +26,6 @@ frame's SOI, so a valid frame glued behind a cut one is not lost. Nothing here d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 from common.pace.errors import ChecksumError, DeviceError, FrameError, LengthChecksumError
 
@@ -40,18 +39,6 @@ CID1_LITHIUM = 0x46
 ALL_PACKS = 0xFF
 
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
-
-
-class Command(IntEnum):
-    """Read commands (CID2) of the 2018 PACE v2.5 specification."""
-
-    PACK_COUNT = 0x90
-    ANALOG = 0x42
-    STATUS = 0x44
-    VERSION = 0xC1
-    SERIALS = 0xC2
-    CAPACITIES = 0xA6
-    DATETIME = 0xB1
 
 
 @dataclass(frozen=True)
@@ -95,17 +82,9 @@ def encode_frame(cid2: int, info: bytes = b"", adr: int = 0, ver: int = VER_25, 
     return b"~" + body + b"%04X\r" % chksum(body)
 
 
-def build_request(command: Command | int, adr: int = 1, info: bytes = b"") -> bytes:
-    """A read request; 0x42/0x44 take the COMMAND byte (pack address or ALL_PACKS) as ``info``."""
-    return encode_frame(int(command), info, adr=adr)
-
-
-def analog_request(adr: int = 1, pack: int = ALL_PACKS) -> bytes:
-    return build_request(Command.ANALOG, adr, bytes([pack]))
-
-
-def status_request(adr: int = 1, pack: int = ALL_PACKS) -> bytes:
-    return build_request(Command.STATUS, adr, bytes([pack]))
+def build_request(cid2: int, adr: int = 1, info: bytes = b"") -> bytes:
+    """A request frame (the commands themselves are in common/pace/commands.py)."""
+    return encode_frame(cid2, info, adr=adr)
 
 
 def _hex_field(raw: bytes, start: int, end: int, name: str) -> int:

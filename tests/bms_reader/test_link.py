@@ -4,6 +4,7 @@ import socket
 import threading
 
 from common import pace
+from common.pace.commands import COMMANDS
 from services.bms_reader.link import Link
 
 JUNK = bytes(range(0x80, 0x100)) * 800  # 100 kB of bytes that hold no frame start
@@ -25,7 +26,7 @@ def test_junk_before_a_reply_is_read_in_blocks_not_a_byte_per_system_call():
     real_read = link._port.read
     link._port.read = lambda n: reads.append(n) or real_read(n)
     try:
-        frame = link.transact(pace.analog_request(1))
+        frame = link.transact(COMMANDS["analog"].request(1))
     finally:
         link.close()
         server.close()

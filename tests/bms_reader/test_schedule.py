@@ -32,14 +32,14 @@ def test_the_first_cycle_asks_every_group_and_the_next_only_the_cycle_group():
 
 def test_master_addressing_asks_the_whole_stack_with_ff():
     asks = schedule(addresses=(1,)).plan(0.0)
-    assert asks[0].request == pace.analog_request(1, pace.ALL_PACKS)
+    assert asks[0].request == pace.encode_frame(0x42, bytes([pace.ALL_PACKS]), adr=1)
 
 
 def test_per_address_asks_each_address_for_itself():
     asks = [a for a in schedule("per_address", (1, 2, 3)).plan(0.0) if a.command.group == "cycle"]
     assert [(a.adr, a.pack, a.command.name) for a in asks] == [
         (adr, adr, name) for adr in (1, 2, 3) for name in ("analog", "status")]
-    assert asks[2].request == pace.analog_request(2, 2)
+    assert asks[2].request == pace.encode_frame(0x42, bytes([2]), adr=2)
 
 
 def test_a_silent_address_costs_one_timeout_then_backs_off_doubling():
