@@ -82,22 +82,17 @@ def _command(name: str, cid2: int, layout: Layout, **sim_default: int | float) -
     return ConfigCommand(name, cid2, b"", layout, dict(sim_default))
 
 
-CELL_OVERVOLTAGE = _command(
-    "cell_overvoltage", 0xD1, _voltage_layout("cell_overvoltage"), reserved_1=1,
-    cell_overvoltage_alarm_mv=3600, cell_overvoltage_protect_mv=3700, cell_overvoltage_release_mv=3380,
-    cell_overvoltage_delay_ms=1000)
-CELL_UNDERVOLTAGE = _command(
-    "cell_undervoltage", 0xD3, _voltage_layout("cell_undervoltage"), reserved_1=1,
-    cell_undervoltage_alarm_mv=2800, cell_undervoltage_protect_mv=2500, cell_undervoltage_release_mv=2900,
-    cell_undervoltage_delay_ms=1000)
-PACK_OVERVOLTAGE = _command(
-    "pack_overvoltage", 0xD5, _voltage_layout("pack_overvoltage"), reserved_1=1,
-    pack_overvoltage_alarm_mv=57600, pack_overvoltage_protect_mv=59200, pack_overvoltage_release_mv=54000,
-    pack_overvoltage_delay_ms=1000)
-PACK_UNDERVOLTAGE = _command(
-    "pack_undervoltage", 0xD7, _voltage_layout("pack_undervoltage"), reserved_1=1,
-    pack_undervoltage_alarm_mv=44800, pack_undervoltage_protect_mv=40000, pack_undervoltage_release_mv=46400,
-    pack_undervoltage_delay_ms=1000)
+def _voltage_command(name: str, cid2: int, alarm_mv: int, protect_mv: int, release_mv: int) -> ConfigCommand:
+    """A D1/D3/D5/D7 command, simulated with the captured values and a 1000 ms delay."""
+    return _command(name, cid2, _voltage_layout(name), reserved_1=1, **{
+        f"{name}_alarm_mv": alarm_mv, f"{name}_protect_mv": protect_mv, f"{name}_release_mv": release_mv,
+        f"{name}_delay_ms": 1000})
+
+
+CELL_OVERVOLTAGE = _voltage_command("cell_overvoltage", 0xD1, 3600, 3700, 3380)
+CELL_UNDERVOLTAGE = _voltage_command("cell_undervoltage", 0xD3, 2800, 2500, 2900)
+PACK_OVERVOLTAGE = _voltage_command("pack_overvoltage", 0xD5, 57600, 59200, 54000)
+PACK_UNDERVOLTAGE = _voltage_command("pack_undervoltage", 0xD7, 44800, 40000, 46400)
 # There is one charge over-current command; PBmsTools has no second charge level.
 CHARGE_OVERCURRENT = _command(
     "charge_overcurrent", 0xD9, _current_layout("charge_overcurrent"), reserved_1=1,
