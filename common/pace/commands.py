@@ -23,7 +23,7 @@ from common.pace import config as settings
 from common.pace import decode as d
 from common.pace.config import datetime_info
 from common.pace.errors import PaceError
-from common.pace.frame import ALL_PACKS, Frame, encode_frame
+from common.pace.frame import ALL_PACKS, CID1_LITHIUM, VER_25, Frame, encode_frame
 
 GROUPS = ("cycle", "capacity", "info", "config")
 
@@ -50,9 +50,11 @@ class ReadCommand:
     # A reply INFO length this command can have (None: any, e.g. the variable pack blocks).
     reply_bytes: Callable[[bytes], bool] | None = None
     sample: Any = None
+    ver: int = VER_25
+    cid1: int = CID1_LITHIUM
 
     def request(self, adr: int, pack: int = ALL_PACKS) -> bytes:
-        return encode_frame(self.cid2, self.request_info(pack), adr=adr)
+        return encode_frame(self.cid2, self.request_info(pack), adr=adr, ver=self.ver, cid1=self.cid1)
 
     def fits(self, frame: Frame, pack: int | None = ALL_PACKS, offset: int = 0) -> bool:
         """Whether ``frame`` can be this command's answer (an error reply always can)."""

@@ -57,6 +57,17 @@ class Schedule:
         self._answered: set[int] = set()
         self._silent: set[int] = set()
         self._strikes: dict[str, int] = {}
+        self._family: list[ReadCommand] | None = None
+
+    def use_family(self, cycle_commands: list[ReadCommand] | None) -> None:
+        """Ask these instead of the v2.5 analog and status (a VER 20 layout family), and nothing
+        else: the v2.5 info and settings commands are not theirs."""
+        self._family = cycle_commands
+
+    def _commands(self, group: str) -> list[ReadCommand]:
+        if self._family is not None:
+            return self._family if group == "cycle" else []
+        return [c for c in commands.in_group(group) if c.name not in self.unsupported]
 
     def asleep(self, now: float) -> list[int]:
         """Addresses left out of this cycle for their back-off."""
@@ -74,7 +85,7 @@ class Schedule:
         for address in (a for a in self.addresses if a not in asleep):
             due = [g for g in _PERIODIC if now >= self._due[(g, address)]]
             for group in groups + due:
-                asks += [self._ask(c, address) for c in commands.in_group(group) if c.name not in self.unsupported]
+                asks += [self._ask(c, address) for c in self._commands(group)]
             for group in due:
                 self._due[(group, address)] = now + self.periods[group]
         return asks
