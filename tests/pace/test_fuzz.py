@@ -4,6 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common import pace
+from common.pace.commands import COMMANDS
 from tests.pace.test_vectors import VALID
 
 FRAMES = [v["frame"].encode() for v in VALID]
@@ -13,6 +14,9 @@ DECODERS = [
     lambda f: pace.decode_analog(f, None), lambda f: pace.decode_status(f, pace.ALL_PACKS),
     lambda f: pace.decode_status(f, None), lambda f: pace.decode_analog(f, pace.ALL_PACKS, force_pack_offset=6),
     pace.decode_text, pace.decode_serials, pace.decode_pack_count, pace.decode_capacities, pace.decode_datetime,
+    # Every command of the table, its decoder and its stale-reply check.
+    *(lambda f, c=c: c.decode(f, None) for c in COMMANDS.values()),
+    *(lambda f, c=c: c.fits(f) for c in COMMANDS.values()),
 ]
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
