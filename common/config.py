@@ -114,7 +114,8 @@ class BmsReaderConfig(_Section):
     # address in turn, as daisy-chained RS485 packs without a master need.
     stack_addressing: Literal["master", "per_address"] = "master"
     addresses: list[Annotated[int, msgspec.Meta(ge=0, le=15)]] = msgspec.field(default_factory=lambda: [1])
-    # Reply layout family: auto takes it from the first analog reply.
+    # Reply layout family. Only the v2.5 layout is decoded (with VER 20 hybrids that use it);
+    # the vendor VER 20 families are named so that a config asking for one stops with a clear line.
     protocol: Literal["auto", "25", "20-eg4", "20-pylon", "20-seplos"] = "auto"
 
     def __post_init__(self) -> None:
@@ -122,6 +123,9 @@ class BmsReaderConfig(_Section):
             raise ValueError("bms_reader.bms_ip: connection_type is IP but bms_ip is empty")
         if self.connection_type == "Serial" and not self.bms_serial:
             raise ValueError("bms_reader.bms_serial: connection_type is Serial but bms_serial is empty")
+        if self.protocol.startswith("20-"):
+            raise ValueError(f"bms_reader.protocol: {self.protocol} layouts are not decoded yet; use auto or 25 "
+                             "(VER 20 packs with the v2.5 layout work with either)")
         if not self.addresses or len(set(self.addresses)) != len(self.addresses):
             raise ValueError("bms_reader.addresses: give each pack address once, at least one")
 

@@ -249,7 +249,8 @@ def _pack_header(frame: Frame, request_info: int | None, kind: str) -> tuple[int
     infoflag, second = data[0], data[1]
     if infoflag > 1:
         # EG4-style v2.0 replies start with 0x10 here; their layout is not PACE v2.5.
-        raise DecodeError(f"INFOFLAG 0x{infoflag:02X} is not 00/01: not the PACE v2.5 {kind} layout")
+        raise DecodeError(f"INFOFLAG 0x{infoflag:02X} is not 00/01: not the PACE v2.5 {kind} layout "
+                          "(a VER 20 vendor layout: EG4, Pylontech or Seplos, not decoded yet)")
     if request_info is not None and request_info != ALL_PACKS:
         return infoflag, second, False, 1
     if 1 <= second <= MAX_PACKS:

@@ -57,16 +57,8 @@ class Schedule:
         self._answered: set[int] = set()
         self._silent: set[int] = set()
         self._strikes: dict[str, int] = {}
-        self._family: list[ReadCommand] | None = None
-
-    def use_family(self, cycle_commands: list[ReadCommand] | None) -> None:
-        """Ask these instead of the v2.5 analog and status (a VER 20 layout family), and nothing
-        else: the v2.5 info and settings commands are not theirs."""
-        self._family = cycle_commands
 
     def _commands(self, group: str) -> list[ReadCommand]:
-        if self._family is not None:
-            return self._family if group == "cycle" else []
         return [c for c in commands.in_group(group) if c.name not in self.unsupported]
 
     def asleep(self, now: float) -> list[int]:

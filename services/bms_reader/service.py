@@ -233,7 +233,8 @@ class BmsReader(DeviceReader):
     def _update_info(self, cycle: Cycle) -> None:
         frame = cycle.last_frame
         if frame is not None:
-            cycle.info.update(protocol_version=f"{frame.ver:02X}", address=frame.adr)
+            # The v2.5 layout is the one decoded (VER 20 hybrids included).
+            cycle.info.update(protocol_version=f"{frame.ver:02X}", address=frame.adr, protocol="25")
         merged = {**self.info, **cycle.info}
         changed = merged != self.info
         self.info = merged
