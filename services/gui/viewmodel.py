@@ -343,7 +343,8 @@ def setting_line(command: str, values: dict) -> str:
     for name, value in values.items():
         label, unit, decimals = fields.setting_unit(name)
         label = label.lower().removeprefix(command.replace("_", " ")).strip() or label.lower()
-        number = "--" if known(value) is None else f"{value:.{decimals}f}"
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = f"{value:.{decimals}f}" if numeric and known(value) is not None else "--"
         parts.append(f"{label} {number} {unit}".rstrip())
     return f"{command.replace('_', ' ').capitalize()}: " + ", ".join(parts)
 

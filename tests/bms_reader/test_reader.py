@@ -77,6 +77,7 @@ def test_snapshots_on_the_bus_match_the_simulator_state(spawn, tmp_path, watch, 
     info = bus.wait_message("bms.info", timeout=90)
     assert info is not None and info.data.software_version == "P16S100A-SIM-1.00" and info.data.pack_count == 3
     assert info.data.bms_serial == "SIMBMS0000000007" and info.data.protocol_version == "25"
+    assert info.data.protocol == "25"
 
 
 def _builtins(data):

@@ -184,3 +184,15 @@ def test_impossible_values_are_unknown_not_drawn():
     assert v.cell_min.text == "--"
     over = msgspec.structs.replace(uplink_pack(1), remaining_ah=300.0, full_ah=100.0)
     assert model(("bms.snapshot", snapshot(over))).view(100.5).soc.text == "--", "300 % is no state of charge"
+
+
+def test_settings_lines_name_units_and_never_trip_on_odd_values():
+    from common.messages import BmsConfig, Message, PackConfig
+    from services.gui.viewmodel import settings_lines
+    config = BmsConfig(packs=[PackConfig(address=2, settings={
+        "balancing": {"balancing_threshold_mv": 3400, "balancing_delta_mv": "x"},
+        "mos_overtemp": {"reserved_1": 1, "mos_overtemp_alarm_c": 90.0}})], unsupported=["sleep"])
+    lines = settings_lines(Message("bms.config", "bms_reader", 1, 0.0, config), 1)
+    assert lines == ["(from the BMS at address 2)", "Balancing: threshold 3400 mV, delta -- mV",
+                     "Mos overtemp: alarm 90.0 °C", "Not supported: sleep"]
+    assert settings_lines(None, 1) == []
