@@ -20,10 +20,20 @@ DATA = REPO / "tests" / "data"  # the PACE vectors and NMEA logs, with their pro
 PY = sys.executable
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on and that this process has not handed out before: the
+    kernel may give the same free port to two binds in a row, and two endpoints of one config on
+    one port stop the service at start (CI saw bus.trip_cmd on bus.tb_uplink's port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02):
