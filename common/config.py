@@ -114,8 +114,9 @@ class BmsReaderConfig(_Section):
     # address in turn, as daisy-chained RS485 packs without a master need.
     stack_addressing: Literal["master", "per_address"] = "master"
     addresses: list[Annotated[int, msgspec.Meta(ge=0, le=15)]] = msgspec.field(default_factory=lambda: [1])
-    # Reply layout family. Only the v2.5 layout is decoded (with VER 20 hybrids that use it);
-    # the vendor VER 20 families are named so that a config asking for one stops with a clear line.
+    # Reply layout family (common/pace/families.py): auto settles on one from the first reply;
+    # 25 is PACE v2.5 (VER 20 hybrids with its layout included); 20-eg4 and 20-seplos the vendor
+    # VER 20 layouts. 20-pylon is named so that asking for it stops with a clear line.
     protocol: Literal["auto", "25", "20-eg4", "20-pylon", "20-seplos"] = "auto"
 
     def __post_init__(self) -> None:
@@ -123,9 +124,9 @@ class BmsReaderConfig(_Section):
             raise ValueError("bms_reader.bms_ip: connection_type is IP but bms_ip is empty")
         if self.connection_type == "Serial" and not self.bms_serial:
             raise ValueError("bms_reader.bms_serial: connection_type is Serial but bms_serial is empty")
-        if self.protocol.startswith("20-"):
-            raise ValueError(f"bms_reader.protocol: {self.protocol} layouts are not decoded yet; use auto or 25 "
-                             "(VER 20 packs with the v2.5 layout work with either)")
+        if self.protocol == "20-pylon":
+            raise ValueError("bms_reader.protocol: 20-pylon units are not confirmed by any capture; use auto or 25, "
+                             "which read its layout (P = 2, no design capacity) with PACE's units")
         if not self.addresses or len(set(self.addresses)) != len(self.addresses):
             raise ValueError("bms_reader.addresses: give each pack address once, at least one")
 

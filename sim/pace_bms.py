@@ -19,7 +19,7 @@ import random
 import time
 
 from common import pace
-from common.pace import commands
+from common.pace import commands, families
 from sim.battery import Battery
 from sim.faults import FaultPlan, add_fault_arguments
 from sim.port import SimPort, add_port_arguments, announce, serve, wire_seconds
@@ -123,9 +123,12 @@ class PaceDevice:
 
     def answer(self, request: pace.Frame, request_done_at: float) -> None:
         if self.args.events:
-            announce(event="request", command=f"{request.cid2:02X}", adr=request.adr, t=round(time.time(), 3))
+            announce(event="request", command=f"{request.cid2:02X}", adr=request.adr, ver=f"{request.ver:02X}",
+                     cid1=f"{request.cid1:02X}", t=round(time.time(), 3))
         if self.addresses and (request.adr not in self.addresses or request.adr in self.args.dead):
             return  # on a shared RS485 bus only the addressed pack speaks; a dead one is silent
+        if self._foreign_rtn(request) and self.args.foreign == "silent":
+            return  # a firmware that ignores frames of another protocol family
         now = time.monotonic()
         if self._first_request_at is None:
             self._first_request_at = now
@@ -186,7 +189,19 @@ class PaceDevice:
 
     def _frame(self, rtn: int, info: bytes = b"") -> bytes:
         adr = self.args.address if self.args.reply_adr is None else self.args.reply_adr
-        return pace.encode_frame(rtn, info, adr=adr, ver=0x20 if self.args.ver20 else 0x25)
+        ver = 0x20 if self.args.ver20 or self.args.family != "25" else 0x25
+        cid1 = families.CID1_EG4 if self.args.family == "20-eg4" else pace.frame.CID1_LITHIUM
+        return pace.encode_frame(rtn, info, adr=adr, ver=ver, cid1=cid1)
+
+    def _foreign_rtn(self, request: pace.Frame) -> int | None:
+        """The SPEC's error code for a request of another family than --family: VER error 01,
+        CID1 error 03. A v2.5 BMS takes any VER (the hybrids' VER 20 requests included)."""
+        if self.args.family == "25":
+            return None
+        cid1 = families.CID1_EG4 if self.args.family == "20-eg4" else pace.frame.CID1_LITHIUM
+        if request.cid1 != cid1:
+            return 0x03
+        return 0x01 if request.ver != families.VER_20 else None
 
     def _hold_current(self, now: float) -> None:
         """--current-a fixes every pack's current, until --idle-after-s, after which none flows."""
@@ -200,9 +215,11 @@ class PaceDevice:
     def _reply(self, request: pace.Frame) -> bytes:
         if self.vectors is not None:
             return self._captured(request)
-        if request.cid2 == SET_DATETIME:
+        if (rtn := self._foreign_rtn(request)) is not None:
+            return self._frame(rtn)
+        if request.cid2 == SET_DATETIME and self.args.family == "25":
             return self._set_clock(request)
-        command = commands.by_cid2(request.cid2)
+        command = commands.by_cid2(request.cid2, self.args.family)
         if command is None or request.cid2 in self.args.unsupported:
             return self._frame(0x04)
         try:
@@ -213,7 +230,8 @@ class PaceDevice:
 
     def _value(self, command: commands.ReadCommand, request: pace.Frame):
         """What the simulated BMS answers ``command`` with: its model's value, or the table's sample."""
-        model = {"analog": self._packs, "status": self._packs, "pack_count": self._pack_count,
+        model = {"analog": self._packs, "status": self._packs, "eg4_analog": self._packs, "eg4_status": self._packs,
+                 "seplos_analog": self._packs, "pack_count": self._pack_count,
                  "software_version": lambda c, r: SOFTWARE_VERSION,
                  "serials": lambda c, r: pace.Serials(f"SIMBMS{self.args.seed:010d}", f"SIMPACK{self.args.seed:08d}"),
                  "capacities": self._capacities, "datetime": lambda c, r: self.clock.now()}.get(command.name)
@@ -224,7 +242,8 @@ class PaceDevice:
         return command.sample
 
     def _packs(self, command: commands.ReadCommand, request: pace.Frame) -> pace.PackReply:
-        which = request.info[0] if request.info else pace.ALL_PACKS
+        # EG4 requests carry no INFO: they ask the addressed pack.
+        which = request.info[0] if request.info else request.adr if command.family == "20-eg4" else pace.ALL_PACKS
         if self.addresses:
             # Daisy-chained RS485: each pack answers for itself at its own address.
             numbers, count_byte = [self.addresses.index(request.adr) + 1], which
@@ -233,12 +252,12 @@ class PaceDevice:
             count_byte = len(self.battery.packs) if which == pace.ALL_PACKS else which
         if any(not 1 <= n <= len(self.battery.packs) for n in numbers):
             raise _Refused(0x06)
-        if command.name == "analog":
+        if command.block == "analog":
             packs = [self._analog(n - 1) for n in numbers]
-            self._report("42", numbers, packs, None)
+            self._report(f"{command.cid2:02X}", numbers, packs, None)
         else:
             packs = [self.battery.status(n - 1, bytes(self.args.status_extra)) for n in numbers]
-            self._report("44", numbers, None, packs)
+            self._report(f"{command.cid2:02X}", numbers, None, packs)
         return pace.PackReply(0, count_byte, which == pace.ALL_PACKS, tuple(packs))
 
     def _pack_count(self, command, request: pace.Frame) -> int:
@@ -308,6 +327,10 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--reply-adr", type=int, default=None, help="answer with this ADR whatever was asked")
     p.add_argument("--offline", type=int, action="append", default=[], help="this pack sends only zeros")
     p.add_argument("--ver20", action="store_true", help="VER 20 replies without design capacity (Itel-style)")
+    p.add_argument("--family", choices=families.FAMILIES, default="25",
+                   help="reply layout family: PACE v2.5, or the VER 20 layouts of EG4 and Seplos")
+    p.add_argument("--foreign", choices=("error", "silent"), default="error",
+                   help="a request of another family: answered with the VER/CID1 error code, or ignored")
     p.add_argument("--echo", action="store_true", help="echo each request first, as RS485 adapters do")
     p.add_argument("--vectors", help="answer with the captured replies of this vectors.json")
     p.add_argument("--unsupported", type=lambda x: int(x, 16), action="append", default=[],

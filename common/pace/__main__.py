@@ -16,6 +16,7 @@ import sys
 import msgspec
 
 from common import pace
+from common.pace import families
 from common.pace.commands import COMMANDS, by_cid2
 from common.pace.decode import DecodeError
 
@@ -47,6 +48,9 @@ def _guess_command(frame: pace.Frame) -> str | None:
         return "datetime" if _decodes("datetime", frame) else "capacities"
     if len(info) in (20, 40) and all(32 <= b < 127 or b == 0 for b in info):
         return "software_version" if len(info) == 20 else "serials"
+    family = _family(frame)
+    if family != "25":
+        return _guess_in(family, frame)
     try:
         pace.decode_analog(frame, None)
         return "analog"
@@ -57,6 +61,19 @@ def _guess_command(frame: pace.Frame) -> str | None:
         except DecodeError as status_error:
             raise DecodeError(f"fits neither the analog layout ({analog_error}) "
                               f"nor the status layout ({status_error})") from None
+
+
+def _guess_in(family: str, frame: pace.Frame) -> str | None:
+    """The command of a vendor family whose layout the reply has."""
+    return next((c.name for c in COMMANDS.values() if c.family == family and _decodes(c.name, frame)), None)
+
+
+def _family(frame: pace.Frame) -> str:
+    """The layout family of a reply: EG4's own CID1, else what its analog layout says (v2.5 when
+    it fits none, so that the error names the v2.5 layouts)."""
+    if frame.cid1 == families.CID1_EG4:
+        return "20-eg4"
+    return families.identify(frame) or "25"
 
 
 def _decodes(name: str, frame: pace.Frame) -> bool:
@@ -80,7 +97,8 @@ def decode_line(line: str, command: int | None, request_info: int | None, force_
         if command is None and frame.cid2 not in _RTN_CODES:
             return {**out, "direction": "request", "command": f"{frame.cid2:02X}", "info": frame.info.hex().upper()}
         frame.check_rtn()
-        cmd = by_cid2(command) if command is not None else COMMANDS.get(_guess_command(frame) or "")
+        cmd = (by_cid2(command, _family(frame)) or by_cid2(command)) if command is not None \
+            else COMMANDS.get(_guess_command(frame) or "")
         if cmd is None and command is not None:
             raise DecodeError(f"no read command with CID2 {command:02X} (known: {_known()})")
         out["command"] = None if cmd is None else f"{cmd.cid2:02X}"

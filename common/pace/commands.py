@@ -11,6 +11,11 @@ every ``config_every_s``. ``per_pack`` commands carry the pack (or FF) as their 
 the others concern the pack the line is wired to. ``fits`` says whether a reply's INFO could
 answer the request at all, which is how a stale reply (the answer to an earlier request,
 delivered late by a bridge) is told from a broken one.
+
+``family`` is the reply layout family a command belongs to (common/pace/families.py): ``25``
+for PACE v2.5 (and the VER 20 hybrids that use its layout), ``20-eg4`` and ``20-seplos`` for
+the vendor layouts, whose analog and status commands are asked instead. ``block`` marks the
+commands whose replies are pack blocks (``analog`` or ``status``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from common.pace import config as settings
 from common.pace import decode as d
+from common.pace import families as fam
 from common.pace.config import datetime_info
 from common.pace.errors import PaceError
 from common.pace.frame import ALL_PACKS, CID1_LITHIUM, VER_25, Frame, encode_frame
@@ -52,9 +58,14 @@ class ReadCommand:
     sample: Any = None
     ver: int = VER_25
     cid1: int = CID1_LITHIUM
+    family: str = "25"
+    block: str | None = None
+    # The request INFO names the addressed pack itself (Seplos), not the stack's FF.
+    info_is_adr: bool = False
 
     def request(self, adr: int, pack: int = ALL_PACKS) -> bytes:
-        return encode_frame(self.cid2, self.request_info(pack), adr=adr, ver=self.ver, cid1=self.cid1)
+        info = self.request_info(adr if self.info_is_adr else pack)
+        return encode_frame(self.cid2, info, adr=adr, ver=self.ver, cid1=self.cid1)
 
     def fits(self, frame: Frame, pack: int | None = ALL_PACKS, offset: int = 0) -> bool:
         """Whether ``frame`` can be this command's answer (an error reply always can)."""
@@ -83,12 +94,12 @@ def unregister(name: str) -> None:
     COMMANDS.pop(name, None)
 
 
-def by_cid2(cid2: int) -> ReadCommand | None:
-    return next((c for c in COMMANDS.values() if c.cid2 == cid2), None)
+def by_cid2(cid2: int, family: str = "25") -> ReadCommand | None:
+    return next((c for c in COMMANDS.values() if c.cid2 == cid2 and c.family == family), None)
 
 
-def in_group(group: str) -> list[ReadCommand]:
-    return [c for c in COMMANDS.values() if c.group == group]
+def in_group(group: str, family: str = "25") -> list[ReadCommand]:
+    return [c for c in COMMANDS.values() if c.group == group and c.family == family]
 
 
 def _sized(*lengths: int) -> Callable[[bytes], bool]:
@@ -113,10 +124,10 @@ def _encode_reply(reply: d.PackReply, analog: bool) -> bytes:
 
 register(ReadCommand(
     "analog", 0x42, lambda f, pack=ALL_PACKS, offset=0: d.decode_analog(f, pack, offset), lambda r: _encode_reply(r, True),
-    lambda r: _pack_reply_fields(r, True), group="cycle", per_pack=True, request_info=_pack_info))
+    lambda r: _pack_reply_fields(r, True), group="cycle", per_pack=True, request_info=_pack_info, block="analog"))
 register(ReadCommand(
     "status", 0x44, lambda f, pack=ALL_PACKS, offset=0: d.decode_status(f, pack, offset), lambda r: _encode_reply(r, False),
-    lambda r: _pack_reply_fields(r, False), group="cycle", per_pack=True, request_info=_pack_info))
+    lambda r: _pack_reply_fields(r, False), group="cycle", per_pack=True, request_info=_pack_info, block="status"))
 register(ReadCommand(
     "capacities", 0xA6, lambda f, *_: d.decode_capacities(f), lambda c: d.CAPACITIES.encode(c.__dict__),
     lambda c: dict(c.__dict__), group="capacity", reply_bytes=_sized(6)))
@@ -145,3 +156,16 @@ def _register_settings(command: settings.ConfigCommand) -> None:
 
 for _command in settings.CONFIG_COMMANDS:
     _register_settings(_command)
+
+
+# The vendor VER 20 families: their analog (and, where captured, status) instead of v2.5's.
+# EG4 requests carry no INFO and answer for the addressed pack; Seplos's carry the address.
+register(ReadCommand(
+    "eg4_analog", 0x42, fam.decode_eg4_analog, fam.encode_eg4_analog, lambda r: _pack_reply_fields(r, True),
+    group="cycle", ver=fam.VER_20, cid1=fam.CID1_EG4, family="20-eg4", block="analog"))
+register(ReadCommand(
+    "eg4_status", 0x44, fam.decode_eg4_status, fam.encode_eg4_status, lambda r: _pack_reply_fields(r, False),
+    group="cycle", ver=fam.VER_20, cid1=fam.CID1_EG4, family="20-eg4", block="status"))
+register(ReadCommand(
+    "seplos_analog", 0x42, fam.decode_seplos_analog, fam.encode_seplos_analog, lambda r: _pack_reply_fields(r, True),
+    group="cycle", request_info=_pack_info, info_is_adr=True, ver=fam.VER_20, family="20-seplos", block="analog"))

@@ -83,6 +83,11 @@ class AnalogPack:
     cycles: int | None
     design_10mah: int | None
     extra: bytes = b""
+    # The SOC and SOH the BMS itself sends in layouts that have them (EG4, Seplos).
+    bms_soc_pct: float | None = None
+    bms_soh_pct: float | None = None
+    # Further fields of a vendor layout, (name, raw value) pairs: kept so a reply re-encodes as sent.
+    vendor: tuple[tuple[str, int], ...] = ()
 
     @property
     def online(self) -> bool:
@@ -141,14 +146,20 @@ class AnalogPack:
 
     @property
     def reported_soc_pct(self) -> float | None:
-        """The SOC byte that 1-, 10- and 14-byte firmware tails start with (field-observed)."""
+        """The BMS's own SOC: a field of its layout, or the byte that 1-, 10- and 14-byte
+        firmware tails start with (field-observed)."""
+        if self.bms_soc_pct is not None:
+            return self.bms_soc_pct
         if len(self.extra) in (1, 10, 14) and self.extra[0] <= 100:
             return float(self.extra[0])
         return None
 
     @property
     def reported_soh_pct(self) -> float | None:
-        """The SOH byte of the 14-byte tail of 280 Ah-class firmwares (field-observed)."""
+        """The BMS's own SOH: a field of its layout, or the SOH byte of the 14-byte tail of
+        280 Ah-class firmwares (field-observed)."""
+        if self.bms_soh_pct is not None:
+            return self.bms_soh_pct
         if len(self.extra) == 14 and self.extra[9] <= 150:
             return float(self.extra[9])
         return None
@@ -250,7 +261,7 @@ def _pack_header(frame: Frame, request_info: int | None, kind: str) -> tuple[int
     if infoflag > 1:
         # EG4-style v2.0 replies start with 0x10 here; their layout is not PACE v2.5.
         raise DecodeError(f"INFOFLAG 0x{infoflag:02X} is not 00/01: not the PACE v2.5 {kind} layout "
-                          "(a VER 20 vendor layout: EG4, Pylontech or Seplos, not decoded yet)")
+                          "(a VER 20 vendor layout: set bms_reader.protocol to auto, 20-eg4 or 20-seplos)")
     if request_info is not None and request_info != ALL_PACKS:
         return infoflag, second, False, 1
     if 1 <= second <= MAX_PACKS:
@@ -282,9 +293,31 @@ def _encode_packs(layout: Layout, packs, infoflag: int, count_byte: int | None) 
 
 
 @dataclass(frozen=True)
-class StatusPack:
+class CodedStatus:
+    """What every status layout starts with: a warning code per cell and per sensor, read the same
+    way, and the pack-level codes a layout names in ``_pack_codes``."""
+
     cell_codes: tuple[int, ...]
     temp_codes: tuple[int, ...]
+
+    def _pack_codes(self) -> dict[str, int]:
+        return {}
+
+    @property
+    def cell_alarms(self) -> dict[int, str]:
+        return {i + 1: w for i, c in enumerate(self.cell_codes) if (w := alarm_word(c))}
+
+    @property
+    def temp_alarms(self) -> dict[int, str]:
+        return {i + 1: w for i, c in enumerate(self.temp_codes) if (w := alarm_word(c))}
+
+    @property
+    def pack_alarms(self) -> dict[str, str]:
+        return {name: w for name, c in self._pack_codes().items() if (w := alarm_word(c))}
+
+
+@dataclass(frozen=True)
+class StatusPack(CodedStatus):
     charge_current_code: int
     total_voltage_code: int
     discharge_current_code: int
@@ -335,19 +368,9 @@ class StatusPack:
         word = self.balance_2 << 8 | self.balance_1
         return [bit + 1 for bit in range(16) if word >> bit & 1]
 
-    @property
-    def cell_alarms(self) -> dict[int, str]:
-        return {i + 1: w for i, c in enumerate(self.cell_codes) if (w := alarm_word(c))}
-
-    @property
-    def temp_alarms(self) -> dict[int, str]:
-        return {i + 1: w for i, c in enumerate(self.temp_codes) if (w := alarm_word(c))}
-
-    @property
-    def pack_alarms(self) -> dict[str, str]:
-        codes = {"charge_current": self.charge_current_code, "pack_voltage": self.total_voltage_code,
-                 "discharge_current": self.discharge_current_code}
-        return {name: w for name, c in codes.items() if (w := alarm_word(c))}
+    def _pack_codes(self) -> dict[str, int]:
+        return {"charge_current": self.charge_current_code, "pack_voltage": self.total_voltage_code,
+                "discharge_current": self.discharge_current_code}
 
     @property
     def status_raw(self) -> dict[str, int]:

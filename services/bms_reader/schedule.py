@@ -12,6 +12,11 @@ for a back-off that doubles from BACKOFF_FIRST_S to BACKOFF_MAX_S, so a dead pac
 the others' cycle by more than one timeout now and then. An info or settings command the firmware
 refuses (RTN 04, "CID2 not defined"), or leaves unanswered twice running while the same pack
 answers the others, is marked unsupported and not asked again until restart.
+
+The commands are those of one layout family (common/pace/families.py). With ``protocol: auto``
+the family is not known at start: each cycle asks the candidate's commands, and an analog
+request that goes unanswered or is refused with a VER or CID1 error moves on to the next candidate (v2.5, EG4, Seplos,
+round again) until a reply settles it (``settle``, from the reply's own layout).
 """
 
 from __future__ import annotations
@@ -21,12 +26,16 @@ from dataclasses import dataclass
 from common.health import Backoff
 from common.pace import commands
 from common.pace.commands import ReadCommand
+from common.pace.families import FAMILIES
 from common.pace.frame import ALL_PACKS
 
 RETRY_S = 30.0
 BACKOFF_FIRST_S = 5.0
 BACKOFF_MAX_S = 60.0
 RTN_UNDEFINED = 0x04
+# VER error and CID1 error: the frame is another family's. Other codes (a checksum error, say)
+# come from a BMS that did take the frame for its own.
+RTN_OTHER_FAMILY = (0x01, 0x03)
 SILENT_STRIKES = 2
 _PERIODIC = ("info", "config")
 
@@ -44,7 +53,9 @@ class Ask:
 
 class Schedule:
     def __init__(self, addressing: str, addresses: list[int], capacity_every: int, info_every_s: float,
-                 config_every_s: float):
+                 config_every_s: float, protocol: str = "auto"):
+        self.family: str | None = None if protocol == "auto" else protocol
+        self._candidate = 0
         self.per_address = addressing == "per_address"
         self.addresses = list(addresses)
         self.capacity_every = capacity_every
@@ -58,8 +69,21 @@ class Schedule:
         self._silent: set[int] = set()
         self._strikes: dict[str, int] = {}
 
+    @property
+    def asking(self) -> str:
+        """The family whose commands are asked: the settled one, or auto's current candidate."""
+        return self.family or FAMILIES[self._candidate]
+
+    def settle(self, family: str) -> None:
+        self.family = family
+
+    def _not_this_family(self, ask: Ask) -> None:
+        """An analog request of a candidate family went unanswered or was refused: try the next."""
+        if self.family is None and ask.command.block == "analog":
+            self._candidate = (self._candidate + 1) % len(FAMILIES)
+
     def _commands(self, group: str) -> list[ReadCommand]:
-        return [c for c in commands.in_group(group) if c.name not in self.unsupported]
+        return [c for c in commands.in_group(group, self.asking) if c.name not in self.unsupported]
 
     def asleep(self, now: float) -> list[int]:
         """Addresses left out of this cycle for their back-off."""
@@ -87,8 +111,9 @@ class Schedule:
         return Ask(command, address, pack)
 
     def skip(self, ask: Ask) -> bool:
-        """Whether ``ask`` is to be left out: its address went silent earlier in this cycle."""
-        return ask.adr in self._silent
+        """Whether ``ask`` is to be left out: its address went silent earlier in this cycle, or it
+        is another family's than the one a reply of this cycle settled on."""
+        return ask.adr in self._silent or ask.command.family != self.asking
 
     def answered(self, ask: Ask) -> None:
         self._answered.add(ask.adr)
@@ -98,6 +123,8 @@ class Schedule:
     def refused(self, ask: Ask, rtn: int) -> None:
         """The BMS answered with an error code. RTN 04 on a periodic command: not supported."""
         self._answered.add(ask.adr)
+        if rtn in RTN_OTHER_FAMILY:
+            self._not_this_family(ask)
         if rtn == RTN_UNDEFINED and ask.command.group in _PERIODIC:
             self.unsupported.add(ask.command.name)
 
@@ -106,6 +133,7 @@ class Schedule:
         does not know once that happened SILENT_STRIKES times in a row (one lost reply is not a
         firmware's answer); otherwise the pack is silent, and the rest of its requests are skipped."""
         name = ask.command.name
+        self._not_this_family(ask)
         if ask.adr in self._answered:
             if ask.command.group in _PERIODIC:
                 self._strikes[name] = self._strikes.get(name, 0) + 1

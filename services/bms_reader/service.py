@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from common import messages, pace
 from common.clock import Clock, ntp_synced
 from common.device import DeviceReader, NoReply, PortLost, TransportError
+from common.pace import commands, families
 from common.pace.config import datetime_info
 from common.service import Service
 from services.bms_reader.clocksync import ClockSync
@@ -61,7 +62,7 @@ class BmsReader(DeviceReader):
         self.next_start = 0.0
         addresses = cfg.addresses if cfg.stack_addressing == "per_address" else [cfg.bms_address]
         self.schedule = Schedule(cfg.stack_addressing, addresses, cfg.capacity_every, cfg.info_every_s,
-                                 cfg.config_every_s)
+                                 cfg.config_every_s, cfg.protocol)
         self.config: dict[int, messages.PackConfig] = {}
         self.config_sent_at = 0.0
         synced = {"trusted": lambda: True, "untrusted": lambda: False}.get(cfg.system_clock, ntp_synced)
@@ -122,7 +123,7 @@ class BmsReader(DeviceReader):
         name = ask.command.name
         junk_before = self.link.junk_events
         try:
-            frame = self._transact(ask)
+            ask, frame = self._transact(ask)
             value = ask.command.decode(frame, ask.pack, self.cfg.force_pack_offset)
         except PortLost:
             raise
@@ -138,15 +139,30 @@ class BmsReader(DeviceReader):
         cycle.last_frame = frame
         return value
 
-    def _transact(self, ask: Ask) -> pace.Frame:
-        """The reply to ``ask``. One that cannot be its answer is a late reply to an earlier
+    def _transact(self, ask: Ask) -> tuple[Ask, pace.Frame]:
+        """The reply to ``ask`` (and the ask it answers, which is another family's when this reply
+        settles ``protocol: auto``). One that cannot be its answer is a late reply to an earlier
         request: counted as stale, the line drained, and the request sent once more."""
         frame = self.link.transact(ask.request, self.idle)
+        ask = self._settle(ask, frame)
         if not ask.command.fits(frame, ask.pack, self.cfg.force_pack_offset):
             self.health.count("stale")
             self.link.drain(self.idle)
             frame = self.link.transact(ask.request, self.idle)
-        return frame
+        return ask, frame
+
+    def _settle(self, ask: Ask, frame: pace.Frame) -> Ask:
+        """With protocol auto, the first analog reply whose layout a family has settles the family."""
+        if self.schedule.family is not None or ask.command.block != "analog":
+            return ask
+        found = families.identify(frame)
+        if found is None:
+            return ask
+        self.schedule.settle(found)
+        self.svc.log.info("protocol auto: the BMS answers in the %s layout", found)
+        if found == ask.command.family:
+            return ask
+        return Ask(commands.by_cid2(ask.command.cid2, found), ask.adr, ask.pack)
 
     def _failed(self, ask: Ask, error: Exception) -> None:
         now = time.monotonic()
@@ -174,14 +190,14 @@ class BmsReader(DeviceReader):
             self._keep_setting(cycle, ask, value)
 
     def _keep_packs(self, cycle: Cycle, ask: Ask, reply: pace.PackReply) -> None:
-        into = cycle.analog if ask.command.name == "analog" else cycle.status
+        into = cycle.analog if ask.command.block == "analog" else cycle.status
         if reply.is_count:
             into.update(enumerate(reply.packs, start=1))
         else:
             # One pack: the one asked, whatever address the reply echoes (some echo 0).
             echoed = reply.count_byte if 1 <= reply.count_byte <= 15 else 1
             into[ask.adr if self.schedule.per_address else echoed] = reply.packs[0]
-        if ask.command.name == "analog":
+        if ask.command.block == "analog":
             cycle.analog_ts = cycle.analog_ts or time.time()
             if reply.is_count:
                 cycle.pack_count = len(reply.packs)
@@ -233,8 +249,7 @@ class BmsReader(DeviceReader):
     def _update_info(self, cycle: Cycle) -> None:
         frame = cycle.last_frame
         if frame is not None:
-            # The v2.5 layout is the one decoded (VER 20 hybrids included).
-            cycle.info.update(protocol_version=f"{frame.ver:02X}", address=frame.adr, protocol="25")
+            cycle.info.update(protocol_version=f"{frame.ver:02X}", address=frame.adr, protocol=self.schedule.family)
         merged = {**self.info, **cycle.info}
         changed = merged != self.info
         self.info = merged

@@ -20,11 +20,47 @@ def schedule(addressing="master", addresses=(1,), capacity_every=10, info_every_
     return Schedule(addressing, list(addresses), capacity_every, info_every_s, config_every_s)
 
 
+def test_auto_tries_each_family_in_turn_until_a_reply_settles_one():
+    s = schedule()
+    assert s.family is None and s.asking == "25"
+    first = s.plan(0.0)
+    s.silent(first[0], 0.0)  # no answer to the v2.5 analog request
+    assert s.skip(first[1])  # that address is silent for the rest of the cycle
+    second = s.plan(1.0)
+    assert names(second) == ["eg4_analog", "eg4_status"]
+    assert {(a.command.ver, a.command.cid1) for a in second} == {(0x20, 0x4A)}
+    s.refused(second[0], 0x02)  # a checksum error: the BMS took the frame for its own
+    assert names(s.plan(2.0)) == ["eg4_analog", "eg4_status"]
+    s.refused(second[0], 0x03)  # CID1 error: not EG4
+    assert names(s.plan(2.0)) == ["seplos_analog"]
+    third = s.plan(3.0)
+    s.silent(third[0], 3.0)
+    assert names(s.plan(4.0))[:2] == ["analog", "status"]  # round again
+
+
+def test_a_settled_family_is_kept_and_the_other_families_asks_are_skipped():
+    s = schedule()
+    planned = s.plan(0.0)
+    s.answered(planned[0])
+    s.settle("20-eg4")
+    assert all(s.skip(a) for a in planned[1:])  # the v2.5 status, capacities, info, settings
+    later = s.plan(1.0)
+    assert names(later) == ["eg4_analog", "eg4_status"]
+    s.silent(later[0], 1.0)
+    assert names(s.plan(2.0)) == ["eg4_analog", "eg4_status"]  # a lost reply does not unsettle it
+    assert names(s.plan(700.0)) == ["eg4_analog", "eg4_status"]  # no v2.5 info or settings commands
+
+
+def test_a_configured_family_is_asked_from_the_start():
+    s = Schedule("master", [1], 10, 600, 3600, "20-seplos")
+    assert s.family == "20-seplos" and names(s.plan(0.0)) == ["seplos_analog"]
+
+
 def test_the_first_cycle_asks_every_group_and_the_next_only_the_cycle_group():
     s = schedule()
     first = names(s.plan(0.0))
     assert first[:3] == ["analog", "status", "capacities"]
-    assert set(first) == set(commands.COMMANDS)
+    assert set(first) == {c.name for c in commands.COMMANDS.values() if c.family == "25"}
     assert names(s.plan(1.0)) == ["analog", "status"]
     assert "software_version" in names(s.plan(601.0)) and "datetime" not in names(s.plan(602.0))
     assert "datetime" in names(s.plan(3601.0))

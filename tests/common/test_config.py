@@ -22,7 +22,7 @@ BAD = [
     ("address-twice", "bms_reader:\n  addresses: [1, 2, 1]\n", "bms_reader.addresses: give each pack address once"),
     ("address-out-of-range", "bms_reader:\n  addresses: [1, 16]\n", "bms_reader.addresses"),
     ("unknown-protocol", "bms_reader:\n  protocol: 30\n", "bms_reader.protocol"),
-    ("undecoded-protocol", "bms_reader:\n  protocol: 20-eg4\n", "bms_reader.protocol: 20-eg4 layouts are not decoded"),
+    ("unconfirmed-protocol", "bms_reader:\n  protocol: 20-pylon\n", "bms_reader.protocol: 20-pylon units are not confirmed"),
     ("endpoint-malformed", "bus:\n  bms_reader: 127.0.0.1:7301\n", "bus.bms_reader"),
     ("endpoint-no-port", "bus:\n  gps_reader: tcp://127.0.0.1\n", "bus.gps_reader"),
     ("endpoint-not-loopback", "bus:\n  tb_uplink: tcp://0.0.0.0:7303\n", "bus.tb_uplink"),

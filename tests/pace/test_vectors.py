@@ -221,9 +221,9 @@ def test_a_v20_frame_with_another_layout_is_rejected_not_misread():
 @pytest.mark.parametrize("command", list(COMMANDS.values()), ids=list(COMMANDS))
 @pytest.mark.parametrize("adr", [0, 1, 2, 15, 0xFF])
 def test_requests_for_every_read_command_at_any_address_parse_back(command, adr):
-    info = bytes([pace.ALL_PACKS]) if command.per_pack else b""
+    info = bytes([pace.ALL_PACKS]) if command.per_pack else bytes([adr]) if command.info_is_adr else b""
     raw = command.request(adr)
     frame = pace.parse_frame(raw)
-    assert (frame.adr, frame.cid2, frame.info, frame.ver, frame.cid1) == (adr, command.cid2, info, 0x25, 0x46)
+    assert (frame.adr, frame.cid2, frame.info, frame.ver, frame.cid1) == (adr, command.cid2, info, command.ver, command.cid1)
     lenid = int(raw[10:13], 16)
     assert lenid == 2 * len(info) and len(raw) == 18 + lenid
