@@ -8,6 +8,8 @@ at ``--baud``, so a reader meets real timing. Faults (``--fault KIND``, repeatab
 every ``--fault-every`` replies in turn, or at random with ``--fault-prob``; with ``--events`` each
 reply and fault is printed as a JSON line, so a test can compare what a reader saw with what was
 sent. ``--vectors FILE`` answers with captured frames instead of the simulated battery.
+``--family 20-eg4|20-seplos`` speaks a VER 20 vendor layout instead, answering another family's
+frames with the VER or CID1 error code (``--foreign silent``: not at all).
 """
 
 from __future__ import annotations
