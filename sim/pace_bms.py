@@ -197,12 +197,12 @@ class PaceDevice:
 
     def _foreign_rtn(self, request: pace.Frame) -> int | None:
         """The SPEC's error code for a request of another family than --family: VER error 01,
-        CID1 error 03. A v2.5 BMS takes any VER (the hybrids' VER 20 requests included)."""
+        CID1 error E1. A v2.5 BMS takes any VER (the hybrids' VER 20 requests included)."""
         if self.args.family == "25":
             return None
         cid1 = families.CID1_EG4 if self.args.family == "20-eg4" else pace.frame.CID1_LITHIUM
         if request.cid1 != cid1:
-            return 0x03
+            return 0xE1
         return 0x01 if request.ver != families.VER_20 else None
 
     def _hold_current(self, now: float) -> None:

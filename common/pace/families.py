@@ -156,11 +156,16 @@ class Eg4Status(CodedStatus):
         return {name: getattr(self, name) for name in (*_EG4_EVENTS, "fet_state", "system_state", "balancing_bits")}
 
 
-def _decode(layout: Layout, frame: Frame, mark_field: str, mark: int, family: str) -> dict:
+def _decode(layout: Layout, frame: Frame, marks: dict[str, int], family: str) -> dict:
+    """The layout's values, when the frame is VER 20 and every marker byte has its value: a v2.5
+    reply can have the same length and a 0x0A or 0x0F in the same place, never VER 20 with them."""
     frame.check_rtn()
+    if frame.ver != VER_20:
+        raise DecodeError(f"VER {frame.ver:02X} is not 20: not the {family} layout")
     values = layout.decode(frame.info)
-    if values[mark_field] != mark:
-        raise DecodeError(f"{mark_field} 0x{values[mark_field]:02X} is not 0x{mark:02X}: not the {family} layout")
+    for name, mark in marks.items():
+        if values[name] != mark:
+            raise DecodeError(f"{name} 0x{values[name]:02X} is not 0x{mark:02X}: not the {family} layout")
     return values
 
 
@@ -169,7 +174,7 @@ _EG4_VENDOR = ("cell_temp_max_dk", "cell_temp_min_dk", "charged_10mah", "dischar
 
 
 def decode_eg4_analog(frame: Frame, *_) -> PackReply:
-    v = _decode(EG4_ANALOG, frame, "user_count", EG4_ANALOG_MARK, "EG4 analog")
+    v = _decode(EG4_ANALOG, frame, {"infoflag": EG4_INFOFLAG, "user_count": EG4_ANALOG_MARK}, "EG4 analog")
     pack = AnalogPack(
         cells_mv=v["cells_mv"], temps_dk=(*v["cell_temps_dk"], v["mos_temp_dk"], v["env_temp_dk"]),
         current_10ma=v["current_10ma"], voltage_mv=v["voltage_mv"], remaining_10mah=v["remaining_10mah"],
@@ -204,7 +209,7 @@ def _soh(p: AnalogPack) -> float:
 
 
 def decode_eg4_status(frame: Frame, *_) -> PackReply:
-    v = _decode(EG4_STATUS, frame, "user_count", EG4_STATUS_MARK, "EG4 status")
+    v = _decode(EG4_STATUS, frame, {"infoflag": EG4_INFOFLAG, "user_count": EG4_STATUS_MARK}, "EG4 status")
     status = Eg4Status(
         cell_codes=v["cell_codes"], temp_codes=(*v["cell_temp_codes"], v["mos_temp_code"], v["env_temp_code"]),
         **{name: v[name] for name in ("current_code", "total_voltage_code", "balance_event", "voltage_event",
@@ -241,7 +246,7 @@ def encode_eg4_status(reply: PackReply) -> bytes:
 
 
 def decode_seplos_analog(frame: Frame, *_) -> PackReply:
-    v = _decode(SEPLOS_ANALOG, frame, "user_count", SEPLOS_ANALOG_MARK, "Seplos analog")
+    v = _decode(SEPLOS_ANALOG, frame, {"user_count": SEPLOS_ANALOG_MARK}, "Seplos analog")
     # Seplos sends the environment sensor before the MOSFET one; the contract has MOSFET first.
     temps = (*v["temps_dk"][:-2], v["temps_dk"][-1], v["temps_dk"][-2]) if len(v["temps_dk"]) >= 6 else v["temps_dk"]
     pack = AnalogPack(**{name: v[name] for name in ANALOG_BLOCK.names if name != "temps_dk"}, temps_dk=temps,
@@ -263,14 +268,15 @@ def encode_seplos_analog(reply: PackReply) -> bytes:
 _IDENTIFY = (("20-eg4", decode_eg4_analog), ("20-seplos", decode_seplos_analog), ("25", decode_analog))
 
 
-def identify(frame: Frame) -> str | None:
-    """The family whose analog layout this reply has (the vendor layouts first: their marks are
-    checked, v2.5 takes nearly anything); None for an error reply or one that fits none."""
+def identify(frame: Frame, pack: int | None = None, force_pack_offset: int = 0) -> str | None:
+    """The family whose analog layout this reply has (the vendor layouts first: their VER and
+    marks are checked, v2.5 takes nearly anything), decoded as the reader would (the request's
+    pack byte, ``force_pack_offset``); None for an error reply or one that fits none."""
     if frame.rtn != 0:
         return None
     for family, decode in _IDENTIFY:
         try:
-            decode(frame, None)
+            decode(frame, pack, force_pack_offset)
         except PaceError:
             continue
         return family

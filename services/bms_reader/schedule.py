@@ -15,7 +15,8 @@ answers the others, is marked unsupported and not asked again until restart.
 
 The commands are those of one layout family (common/pace/families.py). With ``protocol: auto``
 the family is not known at start: each cycle asks the candidate's commands, and an analog
-request that goes unanswered or is refused with a VER or CID1 error moves on to the next candidate (v2.5, EG4, Seplos,
+request that goes unanswered, is refused with a VER or CID1 error, or gets a reply the candidate
+cannot decode moves on to the next candidate (v2.5, EG4, Seplos,
 round again) until a reply settles it (``settle``, from the reply's own layout).
 """
 
@@ -33,9 +34,9 @@ RETRY_S = 30.0
 BACKOFF_FIRST_S = 5.0
 BACKOFF_MAX_S = 60.0
 RTN_UNDEFINED = 0x04
-# VER error and CID1 error: the frame is another family's. Other codes (a checksum error, say)
-# come from a BMS that did take the frame for its own.
-RTN_OTHER_FAMILY = (0x01, 0x03)
+# VER error (01) and CID1 error (E1): the frame is another family's. Other codes (a checksum
+# error, say; 03 is the LENGTH checksum) come from a BMS that did take the frame for its own.
+RTN_OTHER_FAMILY = (0x01, 0xE1)
 SILENT_STRIKES = 2
 _PERIODIC = ("info", "config")
 
@@ -143,6 +144,10 @@ class Schedule:
         self._silent.add(ask.adr)
         if self.per_address:
             self._sleep_until[ask.adr] = now + self._backoff[ask.adr].next()
+
+    def undecoded(self, ask: Ask) -> None:
+        """A reply in no layout of the candidate family (a settled family keeps counting it)."""
+        self._not_this_family(ask)
 
     def failed(self, ask: Ask, now: float) -> None:
         """Any other failure of a periodic command: its group is asked again soon."""

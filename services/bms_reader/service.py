@@ -114,12 +114,13 @@ class BmsReader(DeviceReader):
             if self.schedule.skip(ask):
                 self.schedule.failed(ask, time.monotonic())
                 continue
-            value = self._ask(cycle, ask)
-            if value is not None:
-                self._keep(cycle, ask, value)
+            answer = self._ask(cycle, ask)
+            if answer is not None:
+                self._keep(cycle, *answer)
 
-    def _ask(self, cycle: Cycle, ask: Ask):
-        """The decoded answer to ``ask``, or None when it failed (counted, and told to the schedule)."""
+    def _ask(self, cycle: Cycle, ask: Ask) -> tuple[Ask, object] | None:
+        """The ask the reply answered (another family's when it settled ``protocol: auto``) and its
+        decoded value, or None when it failed (counted, and told to the schedule)."""
         name = ask.command.name
         junk_before = self.link.junk_events
         try:
@@ -137,7 +138,7 @@ class BmsReader(DeviceReader):
         self.backoff.reset()
         self.schedule.answered(ask)
         cycle.last_frame = frame
-        return value
+        return ask, value
 
     def _transact(self, ask: Ask) -> tuple[Ask, pace.Frame]:
         """The reply to ``ask`` (and the ask it answers, which is another family's when this reply
@@ -155,14 +156,16 @@ class BmsReader(DeviceReader):
         """With protocol auto, the first analog reply whose layout a family has settles the family."""
         if self.schedule.family is not None or ask.command.block != "analog":
             return ask
-        found = families.identify(frame)
+        sent = pace.parse_frame(ask.request).info  # the pack byte actually sent, if any
+        pack = sent[0] if sent else None
+        found = families.identify(frame, pack, self.cfg.force_pack_offset)
         if found is None:
             return ask
         self.schedule.settle(found)
         self.svc.log.info("protocol auto: the BMS answers in the %s layout", found)
         if found == ask.command.family:
             return ask
-        return Ask(commands.by_cid2(ask.command.cid2, found), ask.adr, ask.pack)
+        return Ask(commands.by_cid2(ask.command.cid2, found), ask.adr, pace.ALL_PACKS if pack is None else pack)
 
     def _failed(self, ask: Ask, error: Exception) -> None:
         now = time.monotonic()
@@ -170,6 +173,8 @@ class BmsReader(DeviceReader):
             self.schedule.refused(ask, error.rtn)
         elif isinstance(error, NoReply):
             self.schedule.silent(ask, now)
+        elif isinstance(error, pace.DecodeError):
+            self.schedule.undecoded(ask)
         if ask.command.name in self.schedule.unsupported:
             self.svc.log.info("%s (CID2 %02X) is not supported by this BMS: not asked again", ask.command.name,
                               ask.command.cid2)

@@ -31,11 +31,22 @@ def test_auto_tries_each_family_in_turn_until_a_reply_settles_one():
     assert {(a.command.ver, a.command.cid1) for a in second} == {(0x20, 0x4A)}
     s.refused(second[0], 0x02)  # a checksum error: the BMS took the frame for its own
     assert names(s.plan(2.0)) == ["eg4_analog", "eg4_status"]
-    s.refused(second[0], 0x03)  # CID1 error: not EG4
+    s.refused(second[0], 0x03)  # an LCHKSUM error: the frame reached the BMS as its own
+    assert names(s.plan(2.0)) == ["eg4_analog", "eg4_status"]
+    s.refused(second[0], 0xE1)  # CID1 error: not EG4
     assert names(s.plan(2.0)) == ["seplos_analog"]
     third = s.plan(3.0)
     s.silent(third[0], 3.0)
     assert names(s.plan(4.0))[:2] == ["analog", "status"]  # round again
+
+
+def test_a_reply_the_candidate_cannot_decode_moves_auto_on():
+    s = schedule()
+    s.undecoded(s.plan(0.0)[0])
+    assert s.asking == "20-eg4"
+    s.settle("20-eg4")
+    s.undecoded(s.plan(1.0)[0])
+    assert s.asking == "20-eg4"  # a settled family counts it and stays
 
 
 def test_a_settled_family_is_kept_and_the_other_families_asks_are_skipped():

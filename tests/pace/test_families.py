@@ -133,6 +133,33 @@ def test_v25_replies_are_never_taken_for_a_vendor_family():
         assert families.identify(frame_of(v)) in ("25", None), v["id"]
 
 
+# Found by an adversarial review: v2.5 replies with a vendor marker byte in the same place.
+V25_LOOKALIKES = {
+    # VER 25, P = 10 (counting the words of a 14-byte tail): Seplos's length and 0x0A.
+    "seplos": "~2501460010960001100CE40CE40CE40CE40CE40CE40CE40CE40CE40CE40CE40CE40CE40CE40CE40CE4060BA50BA50BA50BA5"
+              "0BA50BA5FF6ACE401F400A2710007B271050271027102710271062CE400000DC9D\r",
+    # A 2-pack v2.5 stack whose second pack's first cell is 0x0F6E mV: EG4's length and 0x0F.
+    "eg4": "~2501460030B200020A0F3C0F3C0F3C0F3C0F3C0F3C0F3C0F3C0F3C0F3C040BA50BA50BA50BA5FF6A98581388032710000C27100A"
+           "0F6E0F3C0F3C0F3C0F3C0F3C0F3C0F3C0F3C0F3C040BA50BA50BA50BA5FF6A98581388032710000C271050D613\r",
+}
+
+
+@pytest.mark.parametrize("name", V25_LOOKALIKES)
+def test_a_v25_reply_with_a_vendor_marker_in_place_is_still_v25(name):
+    frame = pace.parse_frame(V25_LOOKALIKES[name].encode())
+    assert pace.decode_analog(frame).packs
+    assert families.identify(frame) == "25"
+
+
+def test_a_stack_that_needs_force_pack_offset_is_identified_with_it():
+    pack = pace.AnalogPack(cells_mv=(3300,) * 16, temps_dk=(2980,) * 6, current_10ma=-150, voltage_mv=52800,
+                           remaining_10mah=5000, user_count=3, full_10mah=10000, cycles=9, design_10mah=10000,
+                           extra=bytes(range(40)))
+    frame = pace.Frame(0x25, 1, 0x46, 0, pace.encode_analog([pack] * 3))
+    assert families.identify(frame, pace.ALL_PACKS) is None  # a 40-byte tail is beyond the decoder's guess
+    assert families.identify(frame, pace.ALL_PACKS, force_pack_offset=80) == "25"
+
+
 def test_the_vendor_mark_is_what_tells_a_family():
     v = vector("nk20-eg4-42-resp")
     frame = frame_of(v)
