@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -21,15 +22,34 @@ PY = sys.executable
 
 
 _HANDED_OUT: set[int] = set()
+_PICK = random.Random(os.getpid())
+_FIRST_PORT = 10000
+
+
+def _ports_outside_ephemeral() -> range:
+    """Ports below the kernel's ephemeral range, where no outgoing connection takes its source
+    port. A port drawn from inside that range (bind to port 0) can be taken between the draw and
+    the service's bind, by any connect() on the machine or by a subscriber connecting to that
+    very endpoint before its publisher is up (a TCP self-connect), and the service then stops at
+    start with its endpoint in use."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(_FIRST_PORT, low) if low - _FIRST_PORT >= 1000 else range(0)
 
 
 def free_port() -> int:
     """A loopback port nobody listens on and that this process has not handed out before: the
     kernel may give the same free port to two binds in a row, and two endpoints of one config on
     one port stop the service at start (CI saw bus.trip_cmd on bus.tb_uplink's port)."""
+    ports = _ports_outside_ephemeral()
     while True:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", _PICK.choice(ports) if ports else 0))
+            except OSError:
+                continue
             port = s.getsockname()[1]
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)

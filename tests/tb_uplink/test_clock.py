@@ -23,9 +23,17 @@ def _car(spawn, tmp_path, sim, mq_port, watch, fake_time=None, **sections):
                       "outbox_path": str(tmp_path / "o.db"), "upload_interval": 0.3, **sections.get("tb_uplink", {})}})
     status = watch([load(cfg).bus.tb_uplink], ["uplink.status"])
     prefix = ["faketime", "-f", fake_time] if fake_time else []
-    for module in ("services.gps_reader", "services.tb_uplink"):
-        spawn([*prefix, *python_module(module, "--config", cfg)])
-    return status
+    car = [spawn([*prefix, *python_module(module, "--config", cfg)])
+           for module in ("services.gps_reader", "services.tb_uplink")]
+    return status, car
+
+
+def _said(status, car) -> str:
+    """What a failed wait had: the last status and each process's exit status and last lines."""
+    last = status.messages("uplink.status")[-1:]
+    reason = last[0].data.clock_reason if last else None
+    tails = [f"exit {child.proc.poll()}: {child.text()[-8:]}" for child in car]
+    return f"last clock_reason {reason!r}; " + "; ".join(tails)
 
 
 def _stamps(sink, n: int) -> list[float]:
@@ -39,13 +47,13 @@ def test_with_a_synchronised_clock_records_keep_the_system_time(spawn, tmp_path,
     mq = broker()
     sink = collect(mq.port)
     sim = NmeaSim(spawn, tmp_path, "tcp", "--start-s", 20, "--quirk", "rollover")
-    status = _car(spawn, tmp_path, sim, mq.port, watch, gps_reader={"date_floor": "1999-01-01"},
-                  tb_uplink={"system_clock": "trusted"})
+    status, car = _car(spawn, tmp_path, sim, mq.port, watch, gps_reader={"date_floor": "1999-01-01"},
+                       tb_uplink={"system_clock": "trusted"})
     stamps = _stamps(sink, 8)
     assert all(abs(ts - time.time()) < 300 for ts in stamps), stamps
     said = status.wait_message("uplink.status",
                                lambda m: m.data.clock_reason == "the system clock is NTP-synchronised", 30)
-    assert said is not None and said.data.clock_source == "system", status.messages("uplink.status")[-1:]
+    assert said is not None and said.data.clock_source == "system", _said(status, car)
 
 
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime (make test installs it)")
@@ -53,9 +61,9 @@ def test_with_the_clock_at_2020_records_carry_the_corrected_gps_date(spawn, tmp_
     mq = broker()
     sink = collect(mq.port)
     sim = NmeaSim(spawn, tmp_path, "tcp", "--start-s", 20, "--quirk", "rollover")
-    status = _car(spawn, tmp_path, sim, mq.port, watch, fake_time=YEAR_2020)
+    status, car = _car(spawn, tmp_path, sim, mq.port, watch, fake_time=YEAR_2020)
     gps = status.wait_message("uplink.status", lambda m: m.data.clock_source == "gps", 90)
-    assert gps is not None, status.messages("uplink.status")[-1:]
+    assert gps is not None, _said(status, car)
     assert "not synchronised" in gps.data.clock_reason or "before the software's date floor" in gps.data.clock_reason
     stamped_by_gps = [ts for ts in _stamps(sink, 10) if abs(ts - time.time()) < 300]
     assert len(stamped_by_gps) >= 3, "records stamped with the corrected GPS date, this week, not 2020 or 2007"
@@ -66,9 +74,9 @@ def test_gps_time_before_the_floor_is_refused_and_the_status_says_why(spawn, tmp
     mq = broker()
     sink = collect(mq.port)
     sim = NmeaSim(spawn, tmp_path, "tcp", "--start-s", 20, "--quirk", "rollover")
-    status = _car(spawn, tmp_path, sim, mq.port, watch, fake_time=YEAR_2020, gps_reader={"date_floor": "1999-01-01"})
+    status, car = _car(spawn, tmp_path, sim, mq.port, watch, fake_time=YEAR_2020, gps_reader={"date_floor": "1999-01-01"})
     refused = status.wait_message("uplink.status", lambda m: m.data.clock_reason is not None
                                   and "GPS time is before the software's date floor" in m.data.clock_reason, 90)
-    assert refused is not None, status.messages("uplink.status")[-1:]
+    assert refused is not None, _said(status, car)
     assert refused.data.clock_source == "system-unsynced"
     assert not any(abs(ts - (time.time() - ROLLOVER_S)) < 86400 for ts in _stamps(sink, 5)), "a record filed in 2007"
