@@ -29,14 +29,20 @@ def record(packs: int, i: int) -> dict:
     return build_record(snapshot, Message("gps.fix", "t", 0, now, UPLINK_FIX), 0, 0, True, bool(i % 2))[1]
 
 
-def drive(tmp_path, packs: int, outage: tuple[float, float] | None = None):
-    """(sent points with their times, the shaper, the outbox) after the drive."""
+def cloud_core(tmp_path):
+    """A delivery core on the Cloud plan's limits and budget, with a clock the test moves."""
     clock = [0.0]
     rates = limits.RateLimits(limits.PRESETS["cloud"], clock=lambda: clock[0])
     box = Outbox(tmp_path / "o.db", durable=False)
     shaper = Shaper(budget.PLANS["cloud"], 60.0)
     core = Delivery(box, Policy(), rates, jitter=lambda: 1.0, shape=shaper.shape, commit=shaper.commit)
     core.connected_now()
+    return clock, rates, box, shaper, core
+
+
+def drive(tmp_path, packs: int, outage: tuple[float, float] | None = None):
+    """(sent points with their times, the shaper, the outbox) after the drive."""
+    clock, rates, box, shaper, core = cloud_core(tmp_path)
     start_ms = int(time.time() * 1000) - HOURS * 3600 * 1000
     sent: list[tuple[float, int]] = []
     mid = 0
@@ -113,12 +119,7 @@ def test_a_record_over_the_points_of_one_message_is_split_core_first():
 
 
 def test_a_due_record_that_meets_an_empty_bucket_is_sent_later_not_deleted(tmp_path):
-    clock = [0.0]
-    rates = limits.RateLimits(limits.PRESETS["cloud"], clock=lambda: clock[0])
-    box = Outbox(tmp_path / "o.db", durable=False)
-    shaper = Shaper(budget.PLANS["cloud"], 60.0)
-    core = Delivery(box, Policy(), rates, jitter=lambda: 1.0, shape=shaper.shape, commit=shaper.commit)
-    core.connected_now()
+    clock, rates, box, shaper, core = cloud_core(tmp_path)
     values = record(1, 0)
     shaper.plan_for(values, INTERVAL_S, {"core": 30})
     start_ms = int(time.time() * 1000)
