@@ -22,7 +22,12 @@ def _car(spawn, tmp_path, sim, mq_port, watch, fake_time=None, **sections):
         "tb_uplink": {"host": "127.0.0.1", "port": mq_port, "token": "t", "token_env": None,
                       "outbox_path": str(tmp_path / "o.db"), "upload_interval": 0.3, **sections.get("tb_uplink", {})}})
     status = watch([load(cfg).bus.tb_uplink], ["uplink.status"])
-    prefix = ["faketime", "-f", fake_time] if fake_time else []
+    # Only the wall clock is set back, as on a Pi whose clock is wrong: its monotonic clock still
+    # counts from boot. With libfaketime's monotonic clock faked as well (its default), a timed
+    # wait (threading.Event.wait, queue.get with a timeout) never returns, because Python gives the
+    # kernel a deadline on the faked clock (wolfcw/libfaketime#390); it hung a service in CI once
+    # that wait happened to block.
+    prefix = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", fake_time] if fake_time else []
     car = [spawn([*prefix, *python_module(module, "--config", cfg)])
            for module in ("services.gps_reader", "services.tb_uplink")]
     return status, car
