@@ -27,11 +27,10 @@ _FIRST_PORT = 10000
 
 
 def _ports_outside_ephemeral() -> range:
-    """Ports below the kernel's ephemeral range, where no outgoing connection takes its source
-    port. A port drawn from inside that range (bind to port 0) can be taken between the draw and
-    the service's bind, by any connect() on the machine or by a subscriber connecting to that
-    very endpoint before its publisher is up (a TCP self-connect), and the service then stops at
-    start with its endpoint in use."""
+    """Ports below the kernel's ephemeral range, which the kernel gives to no bind(0) and no
+    connect(). A port drawn from inside it (bind to port 0) can be given to another process's
+    bind(0) between the draw and the service's bind, and the service then stops at start with its
+    endpoint in use."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
