@@ -195,6 +195,9 @@ class TbUplinkConfig(_Section):
     outbox_path: str = "var/outbox.sqlite3"
     outbox_max_rows: Annotated[int, msgspec.Meta(ge=10, le=100_000_000)] = 2_000_000
     outbox_max_age_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 30.0
+    # A record the budget planner sent only part of (or nothing of) is kept whole in the outbox's
+    # ``kept`` table this long after it went, so nothing the car saw is lost to thinning.
+    thinned_keep_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 7.0
     # The ThingsBoard plan: its rate limits and data-point budget (services/tb_uplink/budget.py).
     # ce: a Community Edition server, unlimited; cloud: Cloud Free; prototype, pilot, startup,
     # business: the paid Cloud plans; custom: the three budget_* figures below.

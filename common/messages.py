@@ -169,7 +169,8 @@ class UplinkStatus(Data):
     forecast_points_per_hour: int | None = None
     monthly_budget_lasts_h: Number | None = None  # hours of driving; None: no monthly limit
     points_sent_last_hour: int | None = None  # data points published in the last hour (telemetry and attributes)
-    thinned: int = 0  # records the plan left nothing of, deleted unsent since start
+    thinned: int = 0  # records the plan left nothing of, not sent (kept whole: kept) since start
+    kept: int = 0  # full records the server got only part of, kept in the outbox (thinned_keep_days)
 
 
 @dataclass(frozen=True)

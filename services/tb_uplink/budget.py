@@ -31,8 +31,9 @@ sends the others less often:
   oldest first after newer live records, so its timestamps run behind the live ones.
 * **Backlog** (:func:`backlog_cadence`): records queued during an outage only get what the live
   cadence leaves of the budget (:func:`spare_points_per_hour`), so they go coarser, core every
-  30 to 60 s. The full records stay in the outbox until ``outbox_max_age_days`` (and, later, in
-  the on-car recording): thinning decides what is sent, not what is kept.
+  30 to 60 s. Once sent, the full records stay in the outbox's ``kept`` table for
+  ``thinned_keep_days`` (and, later, in the on-car recording): thinning decides what is sent,
+  not what is kept.
 
 Assumptions:
 
@@ -276,7 +277,7 @@ class Cadence:
         left = ", ".join(f"{g} {m - 1}/{m}" for g in GROUP_NAMES
                          if (m := round(self.period_s[g] / self.interval_s)) > 1)
         return (f"{drain}; left out of the records: {left or 'nothing'} "
-                f"(the full records stay in the outbox for outbox_max_age_days)")
+                f"(the full records stay in the outbox for thinned_keep_days)")
 
 
 def _period(seconds: float) -> str:

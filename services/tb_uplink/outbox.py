@@ -3,6 +3,8 @@
     outbox(id, ts_ms, points, payload, attempts)   payload = '{"ts": ..., "values": {...}}'
     dead_letter(... , reason, moved_at)            records the server kept refusing, or unreadable
     meta(key, value)                               the dropped-record counter
+    kept(id, ts_ms, payload)                       full records of which the budget planner sent
+                                                   only part (or nothing), kept for ``keep_s``
 
 WAL journal. The writer commits each record in its own transaction with synchronous=FULL, so a
 record survives a crash or power cut once add() has returned. The sender's connection deletes
@@ -38,6 +40,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, points INTEGER NOT NULL, payload TEXT NOT NULL,
     attempts INTEGER NOT NULL, reason TEXT, moved_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kept (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_ts ON outbox (ts_ms);
 """
 SUFFIXES = ("", "-wal", "-shm")
@@ -96,12 +99,12 @@ def _private(path: Path) -> None:
 
 class Outbox:
     def __init__(self, path: str | Path, max_rows: int = 2_000_000, max_age_s: float = 30 * 86400,
-                 durable: bool = True):
+                 durable: bool = True, keep_s: float = 7 * 86400):
         """Open (or create) the outbox. A file too damaged to open raises OutboxCorrupt; damage
         deeper in the file is found when a read or write reaches it (no full check at start:
         on an SD card that would take seconds per hundred megabytes)."""
         self.path = Path(path)
-        self.max_rows, self.max_age_s = max_rows, max_age_s
+        self.max_rows, self.max_age_s, self.keep_s = max_rows, max_age_s, keep_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _private(self.path)
@@ -194,10 +197,13 @@ class Outbox:
             self.reject(unreadable, "unreadable payload (damaged storage)", dead_after=0)
         return rows
 
-    def accept(self, ids: list[int]) -> None:
-        """The server acknowledged these rows: delete them."""
+    def accept(self, ids: list[int], keep: list[int] = ()) -> None:
+        """The server acknowledged these rows: delete them. The full records of ``keep`` (the
+        rows the server got only part of) move to ``kept`` in the same transaction."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("INSERT INTO kept (ts_ms, payload) SELECT ts_ms, payload FROM outbox WHERE id = ?",
+                                [(i,) for i in keep])
             self.db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
             self.db.execute("COMMIT")
         except sqlite3.Error as e:
@@ -228,21 +234,25 @@ class Outbox:
         except sqlite3.Error:
             pass  # the connection itself is gone; the error being reported says why
 
-    def stats(self) -> tuple[int, int | None, int, int]:
-        """(queued rows, oldest ts_ms, dropped so far, dead letters). Raises OutboxError."""
+    def stats(self) -> tuple[int, int | None, int, int, int]:
+        """(queued rows, oldest ts_ms, dropped so far, dead letters, kept full records). Raises
+        OutboxError."""
         try:
             queued = self.db.execute("SELECT COUNT(*) FROM outbox INDEXED BY outbox_ts").fetchone()[0]
             oldest = self.db.execute("SELECT MIN(ts_ms) FROM outbox").fetchone()[0]
             dropped = self.db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
             dead = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+            kept = self.db.execute("SELECT COUNT(*) FROM kept").fetchone()[0]
         except sqlite3.Error as e:
             raise _error(e, "read", self.path) from None
-        return queued, oldest, dropped[0] if dropped else 0, dead
+        return queued, oldest, dropped[0] if dropped else 0, dead, kept
 
     def maintain(self, queued: int) -> None:
         """Checkpoint the WAL into the database and truncate it; with nothing queued, give the
-        free pages back to the file system. Busy readers only postpone it to the next call."""
+        free pages back to the file system. Kept full records older than ``keep_s`` (or beyond
+        ``max_rows``) go first. Busy readers only postpone it to the next call."""
         try:
+            self._prune_kept()
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if queued == 0:
                 free, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("freelist_count", "page_size"))
@@ -253,6 +263,16 @@ class Outbox:
             code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
             if code != 5:  # SQLITE_BUSY: another connection is reading; next time
                 raise _error(e, "compact", self.path) from None
+        finally:
+            self._rollback()
+
+    def _prune_kept(self) -> None:
+        # Ids follow the order rows were kept in, so the bound by count needs no index; the bound
+        # by age scans a table that holds at most a few days of thinned records.
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM kept WHERE ts_ms < ?", (int((time.time() - self.keep_s) * 1000),))
+        self.db.execute("DELETE FROM kept WHERE id <= (SELECT MAX(id) FROM kept) - ?", (self.max_rows,))
+        self.db.execute("COMMIT")
 
 
 def _checked_payload(raw: bytes | None) -> str | None:

@@ -85,6 +85,7 @@ class Sender(threading.Thread):
         self._unsaved_retry_at = 0.0
         self._error: str | None = None
         self._logged_error: str | None = None
+        self._reduced: set[int] = set()
 
     @property
     def connected(self) -> bool:
@@ -107,10 +108,17 @@ class Sender(threading.Thread):
         except queue.Full:
             log.warning("dropping a reply to the server: %d are waiting already", self._outgoing.qsize())
 
-    def set_shape(self, shape, commit) -> None:
-        """How rows become payloads (the budget planner's thinning), and the call that says they
-        go; set before the thread starts."""
+    def set_shape(self, shape, commit, reduced: set[int] | None = None) -> None:
+        """How rows become payloads (the budget planner's thinning), the call that says they go,
+        and the ids of rows that go only in part (kept whole once acknowledged); set before the
+        thread starts."""
         self.core.shape, self.core.commit = shape, commit
+        self._reduced = set() if reduced is None else reduced
+
+    def _delete(self, ids: list[int]) -> None:
+        """Acknowledged rows out of the outbox; those the server got only part of are kept whole."""
+        self.outbox.accept(ids, [i for i in ids if i in self._reduced])
+        self._reduced.difference_update(ids)
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -184,7 +192,7 @@ class Sender(threading.Thread):
         if unsaved and time.monotonic() >= self._unsaved_retry_at:
             self._unsaved_retry_at = time.monotonic() + UNSAVED_RETRY_S
             try:
-                self.outbox.accept(sorted(unsaved))
+                self._delete(sorted(unsaved))
             except OutboxCorrupt:
                 raise
             except OutboxError:
@@ -271,6 +279,7 @@ class Sender(threading.Thread):
                 self._wait(action)
 
     def _reject(self, action: Reject) -> None:
+        self._reduced.difference_update(action.ids)  # shaped again when sent again
         moved = self.outbox.reject(list(action.ids), action.reason, action.dead_after)
         if moved:
             log.warning("moved %d record(s) the server refuses to the dead-letter table (%s)", moved, action.reason)
@@ -301,7 +310,7 @@ class Sender(threading.Thread):
         self.sent += len(ids)
         self.last_ack_ts = time.time()
         try:
-            self.outbox.accept(ids)
+            self._delete(ids)
         except OutboxCorrupt:
             raise
         except OutboxError as e:
@@ -378,11 +387,10 @@ class Sender(threading.Thread):
                 return
 
     def _thinned(self, action: Accept) -> None:
-        """Records whose keys are all due later: deleted unsent (the backlog's full records stay
-        in the outbox until then only if the planner keeps some of their keys)."""
+        """Records whose keys are all due later: not sent, kept whole (``kept``)."""
         self.thinned += len(action.ids)
         try:
-            self.outbox.accept(list(action.ids))
+            self._delete(list(action.ids))
         except OutboxCorrupt:
             raise
         except OutboxError:

@@ -110,7 +110,7 @@ class Uplink:
         self.gate = Gate()
         try:
             self.storage = Storage(cfg.outbox_path, cfg.outbox_max_rows, cfg.outbox_max_age_days * 86400,
-                                   svc.log, self.gate)
+                                   svc.log, self.gate, keep_s=cfg.thinned_keep_days * 86400)
         except OutboxError as e:
             raise configmod.ConfigError(f"tb_uplink.outbox_path: {e}") from None
         self.pub = svc.publisher()
@@ -127,8 +127,8 @@ class Uplink:
         self.interval = cfg.upload_interval
         self.next_record = time.monotonic() + self.interval
         self.sender = Sender(cfg, self._reload, self.stop, self.gate, shared_keys=self.remote.keys)
-        self.sender.set_shape(self.shaper.shape, self.shaper.commit)
-        svc.commands.add("outbox", self._outbox_figures, "queued, oldest age, dropped, dead letters, outbox state")
+        self.sender.set_shape(self.shaper.shape, self.shaper.commit, self.shaper.reduced)
+        svc.commands.add("outbox", self._outbox_figures, "queued, oldest age, dropped, dead letters, outbox state, kept")
         self.rpc = Rpc(svc.config.bus.command_endpoint, svc.commands)
         self.status_every = Every(1.0)
         self.base_attributes = base_attributes(cfg.host)
@@ -194,7 +194,7 @@ class Uplink:
         if status is None:
             raise CommandError("no uplink.status published yet")
         return {k: getattr(status, k) for k in ("queued", "oldest_queued_age_s", "dropped", "dead_letters",
-                                                 "outbox_state", "sent", "thinned")}
+                                                 "outbox_state", "sent", "thinned", "kept")}
 
     def _settings(self, update, full: bool) -> None:
         refused = dict(self.remote.refused)
@@ -226,13 +226,13 @@ class Uplink:
                 self.svc.log.info("record ts=%d %s", ts_ms, msgspec.json.encode(part).decode())
 
     def _status(self) -> None:
-        queued, oldest_ms, dropped, dead = self.storage.stats()
+        queued, oldest_ms, dropped, dead, kept = self.storage.stats()
         sender = self.sender
         self.pub.publish("uplink.status", messages.UplinkStatus(
             connected=sender.connected, server=sender.server, queued=queued, sent=sender.sent, dropped=dropped,
             last_ack_ts=sender.last_ack_ts, error=self.storage.problem or sender.error,
             oldest_queued_age_s=None if oldest_ms is None else round(time.time() - oldest_ms / 1000, 1),
-            dead_letters=dead, clock_source=self.clock.source, clock_reason=self.clock.reason,
+            dead_letters=dead, kept=kept, clock_source=self.clock.source, clock_reason=self.clock.reason,
             rate_limits=sender.limits.description, outbox_state=self.storage.state, **self._budget_status()))
 
     def _budget_status(self) -> dict:

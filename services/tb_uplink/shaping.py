@@ -41,6 +41,9 @@ class Shaper:
         self._thinner: budget.Thinner | None = None
         self._planned_for: tuple | None = None
         self._pending: list[tuple] = []
+        # Ids of rows the server is getting only part of (or nothing of): their full records are
+        # kept in the outbox when acknowledged. Only the sender thread touches it.
+        self.reduced: set[int] = set()
 
     def plan_for(self, values: Mapping, interval_s: float, periods_s: Mapping[str, float | None]) -> bool:
         """Plan again if what the plan depends on changed; True when it did."""
@@ -72,7 +75,8 @@ class Shaper:
             record = json.loads(row.payload)
             # A look only: the groups are marked sent by commit(), once the message may go.
             values = thinner.thin(record["ts"], record["values"], stream, commit=False)
-            self._pending.append((thinner, record["ts"], record["values"], stream))
+            self._pending.append((thinner, record["ts"], record["values"], stream,
+                                  row.id if len(values) < len(record["values"]) else None))
             if values:
                 parts.append(json.dumps({"ts": record["ts"], "values": values}, separators=(",", ":")))
                 points += len(values)
@@ -80,6 +84,8 @@ class Shaper:
 
     def commit(self) -> None:
         """The rows last shaped are being published (or deleted as nothing of them is due)."""
-        for thinner, ts, values, stream in self._pending:
+        for thinner, ts, values, stream, reduced_id in self._pending:
             thinner.thin(ts, values, stream, commit=True)
+            if reduced_id is not None:
+                self.reduced.add(reduced_id)
         self._pending = []

@@ -54,12 +54,14 @@ class Gate:
 
 
 class Storage:
-    def __init__(self, path: str, max_rows: int, max_age_s: float, log: logging.Logger, gate: Gate):
+    def __init__(self, path: str, max_rows: int, max_age_s: float, log: logging.Logger, gate: Gate,
+                 keep_s: float = 7 * 86400):
         self.path, self.max_rows, self.max_age_s, self.log, self.gate = path, max_rows, max_age_s, log, gate
+        self.keep_s = keep_s
         self.state = "ok"
         self.problem: str | None = None
         self.unstored = 0  # records not stored because the disk was full, not yet in the dropped counter
-        self._stats: tuple[int, int | None, int, int] = (0, None, 0, 0)
+        self._stats: tuple[int, int | None, int, int, int] = (0, None, 0, 0, 0)
         self._recovered_at: float | None = None
         self._maintained_at = time.monotonic()
         self._was_queued = False
@@ -69,7 +71,7 @@ class Storage:
             self.box = self._replace(str(e))
 
     def _open(self) -> Outbox:
-        return Outbox(self.path, self.max_rows, self.max_age_s)
+        return Outbox(self.path, self.max_rows, self.max_age_s, keep_s=self.keep_s)
 
     def close(self) -> None:
         self.box.close()
@@ -109,16 +111,16 @@ class Storage:
             self.log.error("outbox: %s", problem)
         self.state, self.problem = state, problem
 
-    def stats(self) -> tuple[int, int | None, int, int]:
-        """(queued, oldest ts_ms, dropped including the records not stored, dead letters)."""
+    def stats(self) -> tuple[int, int | None, int, int, int]:
+        """(queued, oldest ts_ms, dropped including the records not stored, dead letters, kept)."""
         try:
             self._stats = self.box.stats()
         except OutboxCorrupt as e:
             self.box = self._replace(str(e))
         except OutboxError as e:
             self._trouble("failed", str(e))
-        queued, oldest, dropped, dead = self._stats
-        return queued, oldest, dropped + self.unstored, dead
+        queued, oldest, dropped, dead, kept = self._stats
+        return queued, oldest, dropped + self.unstored, dead, kept
 
     def tick(self) -> None:
         """Once a second: recover if the sender found the file damaged, maintain it on schedule."""

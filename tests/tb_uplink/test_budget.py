@@ -326,7 +326,7 @@ def test_the_backlog_is_coarser_than_live_and_fits_the_spare(packs):
         assert 30 <= backlog.period_s[CORE] <= 60
         assert backlog.forecast_points_per_hour <= spare
         assert backlog.drain_h_per_outage_h == pytest.approx(backlog.forecast_points_per_hour / spare)
-        assert "the full records stay in the outbox for outbox_max_age_days" in backlog.describe()
+        assert "the full records stay in the outbox for thinned_keep_days" in backlog.describe()
 
 
 def test_without_spare_the_backlog_goes_at_the_minimum_and_says_what_is_left_out():

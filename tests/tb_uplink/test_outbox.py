@@ -39,11 +39,34 @@ def test_accept_deletes_and_reject_moves_to_dead_letter_after_n_attempts(tmp_pat
     box.accept(ids[:1])
     assert box.reject(ids[1:2], "session closed", dead_after=2) == 0
     assert box.reject(ids[1:2], "session closed", dead_after=2) == 1
-    queued, oldest, dropped, dead = box.stats()
+    queued, oldest, dropped, dead, kept = box.stats()
     assert (queued, dead, dropped) == (1, 1, 0)
     assert [r.id for r in box.batch(0, 10_000, 100)] == ids[2:]
     reason = sqlite3.connect(tmp_path / "o.db").execute("SELECT reason, attempts FROM dead_letter").fetchone()
     assert reason == ("session closed", 2)
+
+
+def test_rows_sent_only_in_part_are_kept_whole_until_their_age_or_the_row_bound(tmp_path):
+    box = Outbox(tmp_path / "o.db", max_rows=4, keep_s=3600)
+    ids = fill(box, 4)
+    full = {r.id: (r.ts_ms, r.payload) for r in box.batch(0, 100_000, 1000)}
+    box.accept(ids[:2], keep=ids[1:2])
+    assert box.stats()[0] == 2 and box.stats()[4] == 1, "deleted from the queue, one kept"
+    assert box.db.execute("SELECT ts_ms, payload FROM kept").fetchall() == [full[ids[1]]], \
+        "the full record, as it was stored"
+    box.accept(ids[2:], keep=ids[2:])
+    box.db.execute("UPDATE kept SET ts_ms = ? WHERE ts_ms = ?", (int((time.time() - 7200) * 1000), full[ids[3]][0]))
+    box.maintain(0)
+    assert [t for t, in box.db.execute("SELECT ts_ms FROM kept")] == [full[i][0] for i in ids[1:3]], \
+        "past the age bound it goes"
+    more = fill(box, 4, start_ms=full[ids[3]][0] + 1)
+    stored = {r.id: r.ts_ms for r in box.batch(0, 100_000, 1000)}
+    box.accept(more, keep=more)
+    box.maintain(0)
+    queued, *_, kept = box.stats()
+    assert (queued, kept) == (0, 4)
+    assert [t for t, in box.db.execute("SELECT ts_ms FROM kept")] == [stored[i] for i in more], \
+        "beyond max_rows the oldest go"
 
 
 def test_row_and_age_bounds_drop_the_oldest_and_count_them(tmp_path):
@@ -53,7 +76,7 @@ def test_row_and_age_bounds_drop_the_oldest_and_count_them(tmp_path):
     old = int((time.time() - 7200) * 1000)
     box.db.execute("UPDATE outbox SET ts_ms = ? WHERE id = ?", (old, ids[5]))
     fill(box, 1)  # one over the row bound drops ids[3]; ids[5] is past the age bound
-    queued, oldest, dropped, dead = box.stats()
+    queued, oldest, dropped, dead, kept = box.stats()
     assert queued == 4 and dropped == 3 + 1 + 1
     box.close()
     assert Outbox(tmp_path / "o.db").stats()[2] == 5, "the dropped counter survives a restart"

@@ -1,6 +1,7 @@
 """The uplink against ThingsBoard's rules: harness.tb_proxy (ThingsBoard's reactions, read from
 its source) in front of a real Mosquitto, a collector behind it."""
 
+import json
 import sqlite3
 
 import pytest
@@ -9,7 +10,7 @@ from common.config import load
 from harness.proc import python_module, wait_for
 from harness.tb_proxy import TbProxy
 from services.tb_uplink.outbox import Outbox
-from tests.tb_uplink.test_delivery import prefill, uplink_config
+from tests.tb_uplink.test_delivery import full_record, prefill, uplink_config
 
 PAUSE_S = 3
 
@@ -92,3 +93,36 @@ def test_a_record_over_the_size_limit_is_dead_lettered_at_once_and_the_rest_flow
         "SELECT ts_ms, attempts, reason FROM dead_letter").fetchone()
     assert ts == huge_ts and attempts == 1 and "65536 bytes" in reason
     assert tb.stats()["size_closes"] == 0, "it was never sent"
+
+
+def test_a_thinned_backlog_keeps_every_full_record_in_the_outbox(spawn, tmp_path, broker, collect, watch):
+    mq = broker()
+    sink = collect(mq.port)
+    box = Outbox(tmp_path / "o.db")
+    backlog = dict(full_record(i, 60) for i in range(60))
+    for ts, values in backlog.items():
+        box.add(ts, values)
+    cfg = uplink_config(tmp_path, mq.port, rate_limits="cloud", upload_interval=5)
+    bus = watch([load(cfg).bus.tb_uplink], ["uplink."])
+    spawn(python_module("harness.feed", "--config", cfg, "--period", 0.1))
+    uplink = spawn(python_module("services.tb_uplink", "--config", cfg))
+    newest = max(backlog)
+    assert wait_for(lambda: box.db.execute("SELECT COUNT(*) FROM outbox WHERE ts_ms <= ?", (newest,)).fetchone()[0]
+                    == 0, 120), uplink.text()
+    kept = {ts: json.loads(payload)["values"] for ts, payload in
+            box.db.execute("SELECT ts_ms, payload FROM kept WHERE ts_ms <= ?", (newest,))}
+    whole = [ts for ts in backlog if ts not in kept]
+    assert wait_for(lambda: sink.has_all(whole), 30), uplink.text()
+    arrived: dict[int, dict] = {}
+    for ts, values in sink.snapshot():
+        arrived.setdefault(ts, {}).update(values)
+    assert len(kept) >= len(backlog) // 2, f"the backlog was not thinned: {len(kept)} of {len(backlog)} kept"
+    for ts, values in backlog.items():
+        got = arrived.get(ts, {})
+        if ts in kept:
+            assert kept[ts] == values, "kept whole, as it was stored"
+            assert got.items() < values.items(), "the server got only part of it"
+        else:
+            assert got == values
+    status = bus.wait_message("uplink.status", lambda m: m.data.kept >= len(kept), 30)
+    assert status is not None and status.data.thinned >= 1, status
