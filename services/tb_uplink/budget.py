@@ -296,11 +296,15 @@ def _millions(n: int) -> str:
     return f"{n / 1e6:,g} M"
 
 
-def spare_points_per_hour(cadence: Cadence) -> float | None:
-    """What the cadence leaves of its budget for a backlog; None when unlimited."""
+def spare_points_per_hour(cadence: Cadence, share: float | None = None) -> float | None:
+    """What the cadence leaves for a backlog of ``share`` of the plan's hourly limit (the rate
+    limiter's share, when the live cadence was planned within a smaller one), or of the cadence's
+    own budget; None when unlimited."""
     if cadence.budget_points_per_hour is None:
         return None
-    return max(0.0, cadence.budget_points_per_hour - cadence.forecast_points_per_hour)
+    hourly = cadence.plan.points_per_hour
+    budget = cadence.budget_points_per_hour if share is None or hourly is None else hourly * share
+    return max(0.0, budget - cadence.forecast_points_per_hour)
 
 
 def _candidates(interval_s: float, floor_s: float, core_m: int) -> list[int]:

@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Mapping
 
-from services.tb_uplink import budget
+from services.tb_uplink import budget, limits
 
 log = logging.getLogger("tb_uplink.budget")
 LIVE_SHARE = 0.7  # of the plan's hourly limit for live records; the rest of the buckets' 0.8 drains a backlog
@@ -56,7 +56,9 @@ class Shaper:
                                       drive_hours_per_month=self.drive_hours_per_month)
         cadence = budget.with_periods(cadence, periods_s)
         self.cadence = cadence
-        self.backlog = budget.backlog_cadence(cadence, budget.spare_points_per_hour(cadence))
+        # The live stream is planned within LIVE_SHARE; the backlog gets the rest of what the rate
+        # limiter lets through (limits.MARGIN), not only the rounding the live plan leaves.
+        self.backlog = budget.backlog_cadence(cadence, budget.spare_points_per_hour(cadence, limits.MARGIN))
         self._thinner = None if cadence.unlimited else budget.Thinner(cadence, self.backlog)
         log.info("data-point budget: %s", cadence.describe())
         if self._thinner is not None:

@@ -145,3 +145,15 @@ def test_a_due_record_that_meets_an_empty_bucket_is_sent_later_not_deleted(tmp_p
     published = [a for a in actions if isinstance(a, Publish)]
     assert published and "speed_km_h" in published[0].payload.decode(), actions
     assert first in published[0].ids or second in published[0].ids
+
+
+def test_the_backlog_gets_what_the_rate_limiter_leaves_of_the_live_plan(tmp_path):
+    shaper = Shaper(budget.PLANS["cloud"], 60.0)
+    shaper.plan_for(record(1, 0), INTERVAL_S, {})
+    live, backlog = shaper.cadence, shaper.backlog
+    assert live.forecast_points_per_hour <= 0.7 * HOURLY_LIMIT
+    spare = limits.MARGIN * HOURLY_LIMIT - live.forecast_points_per_hour
+    assert backlog.within_budget and backlog.forecast_points_per_hour <= spare
+    assert f"{spare:,.0f} spare points/h" in backlog.describe()
+    sent, _, box = drive(tmp_path, 1, outage=(1800.0, 3600.0))
+    assert worst_hour(sent) <= limits.MARGIN * HOURLY_LIMIT, "live and backlog together within the buckets' share"
