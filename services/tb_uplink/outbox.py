@@ -49,6 +49,7 @@ COMPACT_FREE_BYTES = 1 << 20  # free pages worth compacting away once the queue 
 SALVAGE_MISSES = 4096  # ids probed one by one past an unreadable one before giving up on a range
 _SQLITE_FULL, _SQLITE_CORRUPT, _SQLITE_NOTADB = 13, 11, 26
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 class OutboxError(Exception):
@@ -160,15 +161,21 @@ class Outbox:
               limit: int = 500) -> list[Row]:
         """The oldest rows after ``after_id`` (minus ``skip``) that fit ``max_bytes`` of JSON array
         and ``max_points`` data points; at least one row if any is waiting. A row whose payload can
-        no longer be read is moved to the dead-letter table, not sent."""
-        rows, size, points = [], 2, 0
-        for row in self._rows("WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)):
-            if row.id in skip:
+        no longer be read is moved to the dead-letter table, not sent. Only the rows taken are
+        checked: a batch holds tens of the ``limit`` rows read, and the check parses each."""
+        rows, unreadable, size, points = [], [], 2, 0
+        for row_id, ts_ms, count, raw in self._select("WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)):
+            if row_id in skip:
                 continue
-            if rows and (size + len(row.payload) + 1 > max_bytes or points + row.points > max_points):
+            if rows and (size + len(raw) + 1 > max_bytes or points + count > max_points):
                 break
-            rows.append(row)
-            size, points = size + len(row.payload) + 1, points + row.points
+            payload = _checked_payload(raw)
+            if payload is None:
+                unreadable.append(row_id)
+                continue
+            rows.append(Row(row_id, ts_ms, count, payload))
+            size, points = size + len(raw) + 1, points + count
+        self._dead_unreadable(unreadable)
         return rows
 
     def newest(self) -> Row | None:
@@ -180,22 +187,27 @@ class Outbox:
         return self._rows("WHERE ts_ms = (SELECT ts_ms FROM outbox ORDER BY id DESC LIMIT 1) AND "
                           "id > (SELECT MAX(id) FROM outbox) - 64 ORDER BY id", ())
 
-    def _rows(self, where: str, args: tuple) -> list[Row]:
+    def _select(self, where: str, args: tuple) -> list[tuple[int, int, int, bytes]]:
         try:
-            found = self.db.execute(f"SELECT id, ts_ms, points, CAST(payload AS BLOB) FROM outbox {where}",
-                                    args).fetchall()
+            return self.db.execute(f"SELECT id, ts_ms, points, CAST(payload AS BLOB) FROM outbox {where}",
+                                   args).fetchall()
         except sqlite3.Error as e:
             raise _error(e, "read", self.path) from None
+
+    def _rows(self, where: str, args: tuple) -> list[Row]:
         rows, unreadable = [], []
-        for row_id, ts_ms, points, raw in found:
+        for row_id, ts_ms, points, raw in self._select(where, args):
             payload = _checked_payload(raw)
             if payload is None:
                 unreadable.append(row_id)
             else:
                 rows.append(Row(row_id, ts_ms, points, payload))
-        if unreadable:
-            self.reject(unreadable, "unreadable payload (damaged storage)", dead_after=0)
+        self._dead_unreadable(unreadable)
         return rows
+
+    def _dead_unreadable(self, ids: list[int]) -> None:
+        if ids:
+            self.reject(ids, "unreadable payload (damaged storage)", dead_after=0)
 
     def accept(self, ids: list[int], keep: list[int] = ()) -> None:
         """The server acknowledged these rows: delete them. The full records of ``keep`` (the
@@ -279,7 +291,7 @@ def _checked_payload(raw: bytes | None) -> str | None:
     """The payload text if it is the JSON object a record was written as, else None."""
     try:
         text = raw.decode("utf-8")
-        record = json.loads(text)
+        record = _decode(text)
     except (AttributeError, UnicodeDecodeError, ValueError):
         return None
     return text if isinstance(record, dict) and "ts" in record and "values" in record else None
