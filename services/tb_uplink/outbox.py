@@ -3,8 +3,9 @@
     outbox(id, ts_ms, points, payload, attempts)   payload = '{"ts": ..., "values": {...}}'
     dead_letter(... , reason, moved_at)            records the server kept refusing, or unreadable
     meta(key, value)                               the dropped-record counter
-    kept(id, ts_ms, payload)                       full records of which the budget planner sent
-                                                   only part (or nothing), kept for ``keep_s``
+    kept(id, ts_ms, payload, kept_at)              full records of which the budget planner sent
+                                                   only part (or nothing), kept ``keep_s`` after
+                                                   they went
 
 WAL journal. The writer commits each record in its own transaction with synchronous=FULL, so a
 record survives a crash or power cut once add() has returned. The sender's connection deletes
@@ -40,7 +41,9 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, points INTEGER NOT NULL, payload TEXT NOT NULL,
     attempts INTEGER NOT NULL, reason TEXT, moved_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS kept (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kept (
+    id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, payload TEXT NOT NULL, kept_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS kept_time ON kept (kept_at);
 CREATE INDEX IF NOT EXISTS outbox_ts ON outbox (ts_ms);
 """
 SUFFIXES = ("", "-wal", "-shm")
@@ -214,8 +217,9 @@ class Outbox:
         rows the server got only part of) move to ``kept`` in the same transaction."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT INTO kept (ts_ms, payload) SELECT ts_ms, payload FROM outbox WHERE id = ?",
-                                [(i,) for i in keep])
+            now = time.time()
+            self.db.executemany("INSERT INTO kept (ts_ms, payload, kept_at) SELECT ts_ms, payload, ? FROM outbox "
+                                "WHERE id = ?", [(now, i) for i in keep])
             self.db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
             self.db.execute("COMMIT")
         except sqlite3.Error as e:
@@ -254,7 +258,7 @@ class Outbox:
             oldest = self.db.execute("SELECT MIN(ts_ms) FROM outbox").fetchone()[0]
             dropped = self.db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
             dead = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
-            kept = self.db.execute("SELECT COUNT(*) FROM kept").fetchone()[0]
+            kept = self.db.execute("SELECT COUNT(*) FROM kept INDEXED BY kept_time").fetchone()[0]
         except sqlite3.Error as e:
             raise _error(e, "read", self.path) from None
         return queued, oldest, dropped[0] if dropped else 0, dead, kept
@@ -278,11 +282,21 @@ class Outbox:
         finally:
             self._rollback()
 
+    def add_kept(self, rows: list[tuple[int, str, float]]) -> None:
+        """(ts_ms, payload, kept_at) rows into ``kept``, as they were (a salvage)."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("INSERT INTO kept (ts_ms, payload, kept_at) VALUES (?, ?, ?)", rows)
+            self.db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback()
+            raise _error(e, "copy kept records into", self.path) from None
+
     def _prune_kept(self) -> None:
-        # Ids follow the order rows were kept in, so the bound by count needs no index; the bound
-        # by age scans a table that holds at most a few days of thinned records.
+        # By the time a record was kept, not its own: a backlog older than keep_s is kept too.
+        # Ids follow the order rows were kept in, so the bound by count needs no index.
         self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("DELETE FROM kept WHERE ts_ms < ?", (int((time.time() - self.keep_s) * 1000),))
+        self.db.execute("DELETE FROM kept WHERE kept_at < ?", (time.time() - self.keep_s,))
         self.db.execute("DELETE FROM kept WHERE id <= (SELECT MAX(id) FROM kept) - ?", (self.max_rows,))
         self.db.execute("COMMIT")
 
@@ -337,11 +351,22 @@ def _salvage_from(path: Path, into: Outbox, read_only: bool = True) -> int:
         for ts_ms, payload in _readable_rows(old):
             into.add(ts_ms, json.loads(payload)["values"])
             saved += 1
+        _salvage_kept(old, into)
     except OutboxError:
         pass  # the new file cannot take more (a full disk): what is saved is saved
     finally:
         old.close()
     return saved
+
+
+def _salvage_kept(old: sqlite3.Connection, into: Outbox) -> None:
+    """The kept records too, when their table can be read whole (a damaged one stays in the file
+    set aside): they are the only full copy of what was thinned."""
+    try:
+        rows = old.execute("SELECT ts_ms, CAST(payload AS BLOB), kept_at FROM kept ORDER BY id").fetchall()
+    except sqlite3.Error:
+        return
+    into.add_kept([(ts, text, at) for ts, raw, at in rows if (text := _checked_payload(raw)) is not None])
 
 
 def _repaired_copy(path: Path) -> Path:

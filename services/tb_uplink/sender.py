@@ -155,6 +155,7 @@ class Sender(threading.Thread):
         """Before the file is replaced: nothing in flight refers to its ids any more."""
         self._drop_client()
         self.core.unsaved.clear()
+        self._reduced.clear()
         self.core.suspect_upto = 0  # ids of the old file: the new one numbers its rows afresh
         if self.outbox is not None:
             self.outbox.close()

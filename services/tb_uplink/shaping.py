@@ -77,8 +77,8 @@ class Shaper:
             record = json.loads(row.payload)
             # A look only: the groups are marked sent by commit(), once the message may go.
             values = thinner.thin(record["ts"], record["values"], stream, commit=False)
-            self._pending.append((thinner, record["ts"], record["values"], stream,
-                                  row.id if len(values) < len(record["values"]) else None))
+            self._pending.append((thinner, record["ts"], record["values"], stream, row.id,
+                                  len(values) < len(record["values"])))
             if values:
                 parts.append(json.dumps({"ts": record["ts"], "values": values}, separators=(",", ":")))
                 points += len(values)
@@ -86,8 +86,10 @@ class Shaper:
 
     def commit(self) -> None:
         """The rows last shaped are being published (or deleted as nothing of them is due)."""
-        for thinner, ts, values, stream, reduced_id in self._pending:
+        for thinner, ts, values, stream, row_id, reduced in self._pending:
             thinner.thin(ts, values, stream, commit=True)
-            if reduced_id is not None:
-                self.reduced.add(reduced_id)
+            if reduced:
+                self.reduced.add(row_id)
+            else:  # sent again whole after a lost session: nothing to keep
+                self.reduced.discard(row_id)
         self._pending = []

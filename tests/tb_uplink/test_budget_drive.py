@@ -157,3 +157,22 @@ def test_the_backlog_gets_what_the_rate_limiter_leaves_of_the_live_plan(tmp_path
     assert f"{spare:,.0f} spare points/h" in backlog.describe()
     sent, _, box = drive(tmp_path, 1, outage=(1800.0, 3600.0))
     assert worst_hour(sent) <= limits.MARGIN * HOURLY_LIMIT, "live and backlog together within the buckets' share"
+
+
+def test_a_row_is_marked_for_keeping_while_it_goes_in_part_and_unmarked_when_it_goes_whole(tmp_path):
+    shaper = Shaper(budget.PLANS["cloud"], 60.0)
+    values = record(1, 1)
+    box = Outbox(tmp_path / "o.db", durable=False)
+    now_ms = int(time.time() * 1000)
+    box.add(now_ms, values)
+    second = box.add(now_ms + 5000, values)
+    shaper.plan_for(values, INTERVAL_S, {})
+    rows = box.batch(0, 100_000, 1000)
+    for row in rows:
+        shaper.shape([row], live=True)
+        shaper.commit()
+    assert shaper.reduced == {second}, "the first goes whole (every group is due), the second in part"
+    shaper.plan_for(values, INTERVAL_S, dict.fromkeys(budget.GROUP_NAMES, 0))  # every group every record
+    parts, points = shaper.shape(rows[1:], live=False)
+    shaper.commit()
+    assert points == len(values) and shaper.reduced == set(), "sent whole again: nothing to keep"

@@ -48,17 +48,19 @@ def test_accept_deletes_and_reject_moves_to_dead_letter_after_n_attempts(tmp_pat
 
 def test_rows_sent_only_in_part_are_kept_whole_until_their_age_or_the_row_bound(tmp_path):
     box = Outbox(tmp_path / "o.db", max_rows=4, keep_s=3600)
-    ids = fill(box, 4)
+    ids = fill(box, 4, start_ms=int((time.time() - 3 * 3600) * 1000))  # a backlog older than keep_s
     full = {r.id: (r.ts_ms, r.payload) for r in box.batch(0, 100_000, 1000)}
     box.accept(ids[:2], keep=ids[1:2])
     assert box.stats()[0] == 2 and box.stats()[4] == 1, "deleted from the queue, one kept"
     assert box.db.execute("SELECT ts_ms, payload FROM kept").fetchall() == [full[ids[1]]], \
         "the full record, as it was stored"
     box.accept(ids[2:], keep=ids[2:])
-    box.db.execute("UPDATE kept SET ts_ms = ? WHERE ts_ms = ?", (int((time.time() - 7200) * 1000), full[ids[3]][0]))
+    box.maintain(0)
+    assert box.stats()[4] == 3, "kept for keep_s after it went, however old the record"
+    box.db.execute("UPDATE kept SET kept_at = ? WHERE ts_ms = ?", (time.time() - 7200, full[ids[3]][0]))
     box.maintain(0)
     assert [t for t, in box.db.execute("SELECT ts_ms FROM kept")] == [full[i][0] for i in ids[1:3]], \
-        "past the age bound it goes"
+        "kept longer than keep_s ago, it goes"
     more = fill(box, 4, start_ms=full[ids[3]][0] + 1)
     stored = {r.id: r.ts_ms for r in box.batch(0, 100_000, 1000)}
     box.accept(more, keep=more)
@@ -100,3 +102,4 @@ def test_an_sqlite_failure_is_a_named_error(tmp_path):
                  box.newest, lambda: box.batch(0, 1000, 1000)):
         with pytest.raises(OutboxError):
             call()
+

@@ -322,3 +322,19 @@ def test_an_outbox_that_cannot_be_created_stops_with_status_2_and_one_line(spawn
     lines = child.text("err")
     assert len(lines) == 1 and "Traceback" not in lines[0], lines
     assert lines[0].startswith("tb_uplink: config error: tb_uplink.outbox_path: ") and says in lines[0]
+
+
+def test_a_salvage_keeps_the_kept_records(tmp_path):
+    path = tmp_path / "o.db"
+    box, stamps = filled(path, 40)
+    ids = [r.id for r in box.batch(0, 1 << 30, 1 << 30)]
+    box.accept(ids[:10], keep=ids[:10])
+    kept = box.db.execute("SELECT ts_ms, payload, kept_at FROM kept ORDER BY id").fetchall()
+    box.close()
+    damage(path, "header")
+    with pytest.raises(OutboxCorrupt):
+        Outbox(path).batch(0, 1 << 30, 1 << 30)
+    aside = set_aside(path)
+    fresh = Outbox(path)
+    assert salvage(aside, fresh) == 30
+    assert fresh.db.execute("SELECT ts_ms, payload, kept_at FROM kept ORDER BY id").fetchall() == kept
