@@ -1,7 +1,7 @@
 """Steady state of every service, and the latency from a BMS reply to its snapshot on the bus.
 
 One simulated pack polled as fast as the line allows (9600 baud, 20 ms response delay), the NMEA
-simulator at 1 Hz, a private Mosquitto, and all four services (the GUI under Xvfb). After a 10 s
+simulator at 1 Hz, a private Mosquitto, and all five services (the GUI under Xvfb). After a 10 s
 warm-up, each service's CPU (user + system, as a fraction of one core) and resident memory are
 sampled over 60 s. Latency: the simulator prints when it wrote the last byte of each reply
 (wall clock); a subscriber notes when each bms.snapshot arrives; a snapshot is published after
@@ -31,7 +31,8 @@ from harness.xvfb import Xvfb
 SECONDS = 60
 WARMUP_S = 10
 LIMITS = {  # (CPU in cores, resident MB)
-    "bms_reader": (0.05, 60), "gps_reader": (0.05, 60), "tb_uplink": (0.05, 80), "gui": (0.10, 150)}
+    "bms_reader": (0.05, 60), "gps_reader": (0.05, 60), "tb_uplink": (0.05, 80), "gui": (0.10, 150),
+    "trip": (0.02, 40)}
 LATENCY_P50_MS, LATENCY_P99_MS = 10.0, 50.0
 
 
@@ -49,7 +50,8 @@ def run() -> list[Result]:
                                        "scan_interval": 0, "capacity_every": 100000, "info_every_s": 86400},
                            gps_reader={"source": "tcp", "tcp_host": "127.0.0.1", "tcp_port": gps},
                            tb_uplink={"host": "127.0.0.1", "port": broker.port, "token": "bench", "token_env": None,
-                                      "outbox_path": str(tmp / "o.db")})
+                                      "outbox_path": str(tmp / "o.db")},
+                           trip={"state_path": str(tmp / "trip.db")})
         env = {**os.environ, **display.env()}
 
         def start(name, *args, out=subprocess.DEVNULL):

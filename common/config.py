@@ -56,6 +56,7 @@ class BusConfig(_Section):
     bms_reader: str = "tcp://127.0.0.1:7301"
     gps_reader: str = "tcp://127.0.0.1:7302"
     tb_uplink: str = "tcp://127.0.0.1:7303"
+    trip: str = "tcp://127.0.0.1:7304"
     # Command endpoints (docs/contract.md, "Commands"): each service answers requests on its own.
     bms_reader_cmd: str = "tcp://127.0.0.1:7305"
     gps_reader_cmd: str = "tcp://127.0.0.1:7306"
@@ -83,7 +84,7 @@ class BusConfig(_Section):
         return getattr(self, f"{service}_cmd")
 
 
-PUBLISHERS = ("bms_reader", "gps_reader", "tb_uplink")
+PUBLISHERS = ("bms_reader", "gps_reader", "tb_uplink", "trip")
 COMMANDERS = ("bms_reader", "gps_reader", "tb_uplink", "trip")
 
 
@@ -244,6 +245,22 @@ class TbUplinkConfig(_Section):
             raise ValueError("tb_uplink.outbox_path: must be a file path (records must survive a restart)")
 
 
+class StartLineConfig(_Section):
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    heading_deg: Annotated[float, msgspec.Meta(ge=0, lt=360)]  # the direction a lap crosses it in
+    width_m: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 20.0
+
+
+class TripConfig(_Section):
+    state_path: str = "var/trip.sqlite3"
+    max_gap_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0  # longer without data: a gap, not bridged
+    recent_km: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 5.0  # the window of wh_per_km_recent and range
+    min_rate_km: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 0.5  # distance before a rate is trusted
+    auto_reset_parked_h: Annotated[float, msgspec.Meta(ge=0, le=8760)] = 8.0  # 0: never
+    start_line: StartLineConfig | None = None
+
+
 class GuiConfig(_Section):
     fps: Annotated[float, msgspec.Meta(ge=1, le=60)] = 10.0
     width: Annotated[int, msgspec.Meta(ge=320, le=7680)] = 800
@@ -261,6 +278,7 @@ class Config(_Section):
     gps_reader: GpsReaderConfig = msgspec.field(default_factory=GpsReaderConfig)
     tb_uplink: TbUplinkConfig = msgspec.field(default_factory=TbUplinkConfig)
     gui: GuiConfig = msgspec.field(default_factory=GuiConfig)
+    trip: TripConfig = msgspec.field(default_factory=TripConfig)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -128,9 +128,21 @@ GPS_FIELDS: tuple[Field, ...] = (
     Field("gps_sats", "Satellites", "", 0, lambda f: f.sats),
 )
 
+TRIP_FIELDS: tuple[Field, ...] = (
+    Field("trip_distance_km", "Trip", "km", 2, lambda t: t.distance_km),
+    Field("trip_energy_wh", "Trip energy", "Wh", 0, lambda t: t.energy_out_wh - t.energy_in_wh),
+    Field("trip_energy_in_wh", "Recovered", "Wh", 0, lambda t: t.energy_in_wh),
+    Field("wh_per_km", "Trip rate", "Wh/km", 0, lambda t: t.wh_per_km),
+    Field("wh_per_km_recent", "Rate", "Wh/km", 0, lambda t: t.wh_per_km_recent),
+    Field("range_km", "Range", "km", 0, lambda t: t.range_km),
+    Field("laps", "Laps", "", 0, lambda t: t.laps if t.last_lap_s is not None else None),
+    Field("last_lap_s", "Last lap", "s", 1, lambda t: t.last_lap_s),
+    Field("best_lap_s", "Best lap", "s", 1, lambda t: t.best_lap_s),
+)
+
 CELL_VOLT = Field("v_cell", "Cell", "mV", 0, lambda mv: mv)
 TEMP = Field("temp", "Temperature", "°C", 1, lambda c: c)
-BY_KEY = {f.key: f for f in PACK_FIELDS + GPS_FIELDS}
+BY_KEY = {f.key: f for f in PACK_FIELDS + GPS_FIELDS + TRIP_FIELDS}
 ORIGINAL_KEYS = ("alive", "analog_data_packs", "total_cells", "cell_max_volt", "cell_min_volt", "total_temps",
                  "cell_max_temp", "cell_min_temp", "temp_5", "temp_6", "i_pack", "v_pack", "p_pack",
                  "i_remaining_capacity", "soc", "cycles", "warning_info_packs", "current_limit", "charge_fet",
@@ -161,6 +173,11 @@ def pack_values(pack: Pack, pad_cells: int, full: bool = True) -> dict[str, Any]
 
 def gps_values(fix: GpsFix, full: bool = True) -> dict[str, Any]:
     return {f.key: value for f in GPS_FIELDS if (full or f.original) and (value := f.value(fix)) is not None}
+
+
+def trip_values(state: Any) -> dict[str, Any]:
+    """The known values of a trip.state (services/trip)."""
+    return {f.key: value for f in TRIP_FIELDS if (value := f.value(state)) is not None}
 
 
 def pack_prefix(number_: int, pad_packs: int) -> str:

@@ -173,6 +173,39 @@ class UplinkStatus(Data):
     kept: int = 0  # full records the server got only part of, kept in the outbox (thinned_keep_days)
 
 
+class TripState(Data):
+    """The trip computer (services/trip): this trip's counters and rates, the laps, the totals.
+    Rates and range are None until enough distance and energy have been seen to trust them."""
+
+    distance_km: Number
+    energy_out_wh: Number  # discharge
+    energy_in_wh: Number  # charge and regeneration
+    wh_per_km: Number | None = None  # trip average, net (out less in)
+    wh_per_km_recent: Number | None = None  # over the last recent_km
+    range_km: Number | None = None  # remaining energy at the recent rate
+    time_to_empty_s: Number | None = None  # while discharging
+    time_to_full_s: Number | None = None  # while charging
+    remaining_wh: Number | None = None
+    power_w: Number | None = None  # all packs, negative = discharging
+    trip_started_ts: Number | None = None
+    distance_source: Literal["speed", "position", "speed+position"] = "speed"
+    distance_note: str | None = None  # when GPS speed and positions disagree
+    bms_gaps: int = 0  # BMS data gaps longer than max_gap_s: not integrated
+    bms_gap_s: Number = 0.0
+    gps_gaps: int = 0
+    gps_gap_s: Number = 0.0
+    laps: int = 0
+    last_lap_s: Number | None = None
+    best_lap_s: Number | None = None
+    last_lap_wh: Number | None = None
+    last_lap_wh_per_km: Number | None = None
+    total_distance_km: Number = 0.0
+    total_energy_out_wh: Number = 0.0
+    total_energy_in_wh: Number = 0.0
+    store_state: Literal["ok", "recovered", "failed"] = "ok"  # the counters' file
+    store_error: str | None = None
+
+
 @dataclass(frozen=True)
 class Topic:
     name: str
@@ -192,6 +225,7 @@ TOPICS: dict[str, Topic] = {
         Topic("gps.fix", GpsFix, 1, "gps_reader", "each fix epoch"),
         Topic("gps.link", GpsLink, 1, "gps_reader", "every 1 s"),
         Topic("uplink.status", UplinkStatus, 1, "tb_uplink", "every 1 s"),
+        Topic("trip.state", TripState, 1, "trip", "every 1 s"),
     )
 }
 

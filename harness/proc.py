@@ -79,7 +79,8 @@ def merge(base: dict, extra: dict) -> dict:
 
 def write_config(path: Path, **sections) -> Path:
     """A config file on free loopback bus ports, with ``sections`` merged over it."""
-    names = ("bms_reader", "gps_reader", "tb_uplink", "bms_reader_cmd", "gps_reader_cmd", "tb_uplink_cmd", "trip_cmd")
+    names = ("bms_reader", "gps_reader", "tb_uplink", "trip", "bms_reader_cmd", "gps_reader_cmd", "tb_uplink_cmd",
+             "trip_cmd")
     cfg = {"bus": {name: f"tcp://127.0.0.1:{free_port()}" for name in names}}
     path.write_text(yaml.safe_dump(merge(cfg, sections)))
     return path

@@ -28,6 +28,11 @@ SAMPLES: dict[str, m.Data] = {
                           sentences=10, bad_sentences=1),
     "uplink.status": m.UplinkStatus(connected=False, server="127.0.0.1:1883", queued=12, sent=3,
                                     dropped=0, last_ack_ts=None, error="connection refused"),
+    "trip.state": m.TripState(distance_km=12.5, energy_out_wh=980.0, energy_in_wh=120.0, wh_per_km=68.8,
+                              wh_per_km_recent=71.2, range_km=61.0, time_to_empty_s=5400.0, remaining_wh=4340.0,
+                              power_w=-2890.0, trip_started_ts=1764000000.0, laps=3, last_lap_s=97.4,
+                              best_lap_s=96.8, total_distance_km=1830.2, total_energy_out_wh=140_000.0,
+                              total_energy_in_wh=21_000.0),
 }
 
 

@@ -13,7 +13,7 @@ from harness.watch import BusWatch
 from harness.witness import OutboxWitness
 
 MODULES = {"bms_reader": "services.bms_reader", "gps_reader": "services.gps_reader", "tb_uplink": "services.tb_uplink",
-           "gui": "services.gui", "bms_sim": "sim.pace_bms", "gps_sim": "sim.nmea"}
+           "gui": "services.gui", "trip": "services.trip", "bms_sim": "sim.pace_bms", "gps_sim": "sim.nmea"}
 
 
 class System:
@@ -29,12 +29,13 @@ class System:
             "gps_reader": {"source": "tcp", "tcp_host": "127.0.0.1", "tcp_port": self.gps_port},
             "tb_uplink": {"host": "127.0.0.1", "port": broker_port, "token": token, "token_env": None,
                           "outbox_path": str(self.outbox.path), "upload_interval": 0.5,
-                          "reconnect_max_s": 2}}, sections))
+                          "reconnect_max_s": 2},
+            "trip": {"state_path": str(tmp_path / "trip.db")}}, sections))
         env = {"PYTHON": PY, "PACE_CONFIG": str(self.cfg), "BMS_SIM_PORT": str(self.bms_port),
                "GPS_SIM_PORT": str(self.gps_port), "BMS_SIM_ARGS": bms_args, "GPS_SIM_ARGS": gps_args,
                "DISPLAY": display}
         bus = load(self.cfg).bus
-        self.bus = BusWatch([bus.bms_reader, bus.gps_reader, bus.tb_uplink])
+        self.bus = BusWatch([bus.bms_reader, bus.gps_reader, bus.tb_uplink, bus.trip])
         self.honcho = spawn(python_module("honcho", "start", "-f", "Procfile.demo", *procs), env=env)
 
     def lines(self, name: str) -> list[str]:

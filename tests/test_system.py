@@ -73,12 +73,13 @@ def test_each_service_killed_comes_back_alone(stack, tmp_path):
     # and that the others neither restart nor lose a message meanwhile.
     display = Xvfb()
     try:
-        broker, sink, system = stack(HEADLESS + ["gui"], display=display.display)
-        streams = {"bms_reader": "bms.snapshot", "gps_reader": "gps.fix", "tb_uplink": "uplink.status"}
+        broker, sink, system = stack(HEADLESS + ["trip", "gui"], display=display.display)
+        streams = {"bms_reader": "bms.snapshot", "gps_reader": "gps.fix", "tb_uplink": "uplink.status",
+                   "trip": "trip.state"}
         assert wait_for(lambda: all(system.bus.messages(t) for t in streams.values()), 120), system.honcho.text()
         assert wait_for(lambda: system.pid("gui"), 60)
-        for victim in ("bms_reader", "gps_reader", "tb_uplink", "gui"):
-            pids = {name: system.pid(name) for name in ["bms_reader", "gps_reader", "tb_uplink", "gui"]}
+        for victim in ("bms_reader", "gps_reader", "tb_uplink", "trip", "gui"):
+            pids = {name: system.pid(name) for name in ["bms_reader", "gps_reader", "tb_uplink", "trip", "gui"]}
             before = {topic: len(system.bus.messages(topic)) for topic in streams.values()}
             killed = time.monotonic()
             psutil.Process(pids[victim]).kill()
@@ -150,11 +151,13 @@ def test_with_the_default_config_nothing_listens_beyond_loopback(spawn, tmp_path
         # The shipped file with only the secret and the outbox moved: its bus and every other default kept.
         defaults = tmp_path / "defaults.yaml"
         defaults.write_text(text.replace("token_file: null", f"token_file: {token}")
-                            .replace("outbox_path: var/outbox.sqlite3", f"outbox_path: {tmp_path}/o.db"))
+                            .replace("outbox_path: var/outbox.sqlite3", f"outbox_path: {tmp_path}/o.db")
+                            .replace("state_path: var/trip.sqlite3", f"state_path: {tmp_path}/trip.db"))
+        services = ("bms_reader", "gps_reader", "tb_uplink", "trip", "gui")
         children = [spawn(python_module(f"services.{name}", "--config", defaults), env={"DISPLAY": display.display})
-                    for name in ("bms_reader", "gps_reader", "tb_uplink", "gui")]
+                    for name in services]
         children += [spawn(python_module("sim.pace_bms", "--tcp", 0)), spawn(python_module("sim.nmea", "--tcp", 0))]
-        for child in children[:4]:
+        for child in children[:len(services)]:
             assert child.wait_line("running", 60), child.text()
 
         def listening():
@@ -164,8 +167,8 @@ def test_with_the_default_config_nothing_listens_beyond_loopback(spawn, tmp_path
                     if conn.status == psutil.CONN_LISTEN:
                         found.append((child.proc.args[2], conn.laddr.ip, conn.laddr.port))
             return found
-        # The three publishers' bus sockets and the two simulators' ports.
-        assert wait_for(lambda: len(listening()) >= 5, 60), listening()
+        # The four publishers' bus sockets and the two simulators' ports.
+        assert wait_for(lambda: len(listening()) >= 6, 60), listening()
         assert all(_loopback(ip) for _, ip, _ in listening()), listening()
         for child in children:
             assert not any(TOKEN in line for line in child.text())

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
+from common import command
 from common.health import Every
 from common.service import Service, Unavailable
 from services.gui.viewmodel import ViewModel
 
-TOPICS = ["bms.snapshot", "bms.link", "bms.config", "gps.fix", "gps.link", "uplink.status"]
+TOPICS = ["bms.snapshot", "bms.link", "bms.config", "gps.fix", "gps.link", "uplink.status", "trip.state"]
 # --screenshot waits until every topic has been seen (or the longer bound has passed), and at least
 # the shorter one, so that the pictures show live values and a settled layout.
 SCREENSHOT_AFTER_S = 3.0
@@ -69,7 +71,8 @@ def main(svc: Service) -> None:
     from services.gui.view import DisplayView
 
     cfg, args = svc.section, svc.args
-    view = DisplayView(cfg.width, cfg.height, cfg.theme, cfg.fullscreen)
+    view = DisplayView(cfg.width, cfg.height, cfg.theme, cfg.fullscreen,
+                       new_trip=TripReset(svc.config.bus.command_endpoint("trip")))
     view.page(args.page)
     view.show(cfg.fullscreen)
     sub = svc.subscriber(TOPICS)
@@ -109,6 +112,25 @@ def main(svc: Service) -> None:
             svc.wait(period - (time.monotonic() - frame_at))
     finally:
         dpg.destroy_context()
+
+
+class TripReset:
+    """The "New trip" button: asks the trip computer on its command endpoint, from a thread of
+    its own (the display never waits on another service); ``result`` says how it went."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint, self.result = endpoint, ""
+
+    def __call__(self) -> None:
+        self.result = "asking the trip computer..."
+        threading.Thread(target=self._ask, name="trip-reset", daemon=True).start()
+
+    def _ask(self) -> None:
+        try:
+            command.call(self.endpoint, "reset", timeout_s=2.0, service="trip")
+            self.result = f"new trip started {time.strftime('%H:%M:%S')}"
+        except command.CommandError as e:
+            self.result = str(e)
 
 
 def _shoot_now(running_s: float, seen: set[str]) -> bool:

@@ -24,7 +24,8 @@ THEMES = {
 BAR_COLOURS = {"red": RED, "orange": ORANGE, "green": GREEN, "grey": GREY}
 DRIVER_VALUES = (("voltage", "v_pack"), ("current", "i_pack"), ("cell_min", "cell_min_volt"),
                  ("cell_max", "cell_max_volt"), ("cell_delta", "cell_max_diff_volt"),
-                 ("temp_min", "cell_min_temp"), ("temp_max", "cell_max_temp"))
+                 ("temp_min", "cell_min_temp"), ("temp_max", "cell_max_temp"),
+                 ("range", "range_km"), ("rate", "wh_per_km_recent"))
 MAX_PACKS = 16
 
 
@@ -37,8 +38,10 @@ def _font_file() -> str | None:
 
 
 class DisplayView:
-    def __init__(self, width: int, height: int, theme: str, fullscreen: bool):
+    def __init__(self, width: int, height: int, theme: str, fullscreen: bool, new_trip=None):
+        """``new_trip``: called by the "New trip" button; its ``result`` is shown beside it."""
         self.width, self.height = width, height
+        self.new_trip = new_trip
         self.palette = THEMES[theme]
         self._shown: dict[str, object] = {}
         self._pack = 1
@@ -129,9 +132,9 @@ class DisplayView:
                     self._font(dpg.add_text("--", tag="power"), "large")
                     self._font(dpg.add_text("", tag="power_state"), "medium")
         with dpg.table(header_row=False, borders_innerV=True, tag="values"):
-            for _ in range(4):
+            for _ in range(5):
                 dpg.add_table_column()
-            for row in (DRIVER_VALUES[:2] + DRIVER_VALUES[5:], DRIVER_VALUES[2:5]):
+            for row in (DRIVER_VALUES[:2] + DRIVER_VALUES[5:7] + DRIVER_VALUES[8:], DRIVER_VALUES[2:5] + DRIVER_VALUES[7:8]):
                 with dpg.table_row():
                     for tag, key in row:
                         with dpg.group():
@@ -160,6 +163,11 @@ class DisplayView:
                 # Closed by default: the BMS's own thresholds are for a stop, not for a glance.
                 with dpg.collapsing_header(label="BMS settings", tag="settings_header", default_open=False):
                     self._font(dpg.add_text("", tag="pack_settings", wrap=int(w * 0.4)), "small")
+                # Here, not on the driver page: a new trip is asked for at a stop, never by a stray touch.
+                with dpg.group(horizontal=True):
+                    dpg.add_button(label="New trip", tag="new_trip", width=int(130 * s), height=int(48 * s),
+                                   callback=lambda *_: self.new_trip and self.new_trip())
+                    self._font(dpg.add_text("", tag="trip_reset", wrap=int(w * 0.22)), "small")
         with dpg.child_window(height=int(56 * s), border=False):
             self._font(dpg.add_text("", tag="pack_overview"), "small")
         with dpg.plot(height=-1, width=-1, tag="trend_plot", no_menus=True, no_mouse_pos=True):
@@ -255,6 +263,7 @@ class DisplayView:
         return "detail" if (dpg.get_item_alias(dpg.get_value("tabs")) or "").endswith("detail") else "driver"
 
     def _detail_page(self, v: View) -> None:
+        self._text("trip_reset", getattr(self.new_trip, "result", ""))
         choices = [f"Pack {p.number}" for p in v.packs] or ["Pack 1"]
         if self._shown.get("pack_choices") != choices:
             self._shown["pack_choices"] = choices
@@ -293,7 +302,7 @@ class DisplayView:
         """Write the displayed values (read back from the widgets) as JSON, for tests."""
         tags = ["speed", "soc_text", "soc_bar", "power", "power_state", "banner", "health_BMS", "health_GPS",
                 "health_Uplink", "queued", "pack_lines", "pack_settings", "pack_temps", "pack_overview", "pack_state",
-                "errors"]
+                "errors", "trip_reset"]
         tags += [tag for tag, _ in DRIVER_VALUES]
         out = {tag: dpg.get_value(tag) for tag in tags}
         out["colours"] = {tag: [round(c * 255) for c in dpg.get_item_configuration(tag)["color"][:3]]
@@ -301,6 +310,9 @@ class DisplayView:
         out["cells_series"] = dpg.get_value("cells_series")[:2]
         out["balancing_series"] = dpg.get_value("balancing_series")[:2]
         out["page"] = dpg.get_item_alias(dpg.get_value("tabs"))
+        # Where the button is on the screen (the window fills the viewport at 0,0), for a test's click.
+        out["new_trip_rect"] = [*dpg.get_item_rect_min("new_trip"), *dpg.get_item_rect_size("new_trip")]
+        out["viewport_pos"] = dpg.get_viewport_pos()
         tmp = f"{path}.tmp"
         Path(tmp).write_text(json.dumps(out))
         os.replace(tmp, path)

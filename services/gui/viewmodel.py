@@ -96,6 +96,8 @@ class View:
     packs: list[PackView] = field(default_factory=list)
     trend: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     trend_at: float = 0.0
+    range: Shown = field(default_factory=lambda: Shown("--"))  # trip computer: range at the recent rate
+    rate: Shown = field(default_factory=lambda: Shown("--"))  # and the recent Wh/km
 
 
 def _unit(key: str) -> str:
@@ -216,7 +218,24 @@ class ViewModel:
             trend={k: ([t - self._trend_at for t, _ in series], [v for _, v in series])
                    for k, series in self._trend.items()},
             trend_at=self._trend_at,
+            **self._trip(now),
         )
+
+    def _trip(self, now: float) -> dict[str, Shown]:
+        """Range and the recent rate from trip.state, precision and unit from the field table."""
+        src = self.sources["trip.state"]
+        state = src.msg.data if src.msg else None
+        out = {}
+        for name, key in (("range", "range_km"), ("rate", "wh_per_km_recent")):
+            f = BY_KEY[key]
+            value = None if state is None else known(getattr(state, key))
+            if value is None:
+                out[name] = Shown("--", GREY if src.stale(now) else None, src.stale(now))
+            elif src.stale(now):
+                out[name] = Shown(f"{value:.{f.decimals}f} {f.unit} ({age_text(src.age(now))})", GREY, True)
+            else:
+                out[name] = Shown(f"{value:.{f.decimals}f} {f.unit}")
+        return out
 
     def _speed(self, now: float) -> Shown:
         fix = self.sources["gps.fix"]

@@ -113,6 +113,9 @@ GROUP_BY_KEY: dict[str, str] = {
     "gps_alt_m": SLOW, "gps_sats": SLOW,
     "gps_course_deg": SLOW,  # follows from successive positions
     "analog_data_packs": SLOW, "warning_info_packs": SLOW,
+    # the trip computer: what the pit follows over a stint, at the alarms' pace
+    "trip_distance_km": STATUS, "trip_energy_wh": STATUS, "wh_per_km_recent": STATUS, "range_km": STATUS,
+    "trip_energy_in_wh": SLOW, "wh_per_km": SLOW, "laps": STATUS, "last_lap_s": STATUS, "best_lap_s": SLOW,
 }
 NUMBERED_GROUP: dict[str, str] = {fields.CELL_VOLT.key: CELLS, fields.TEMP.key: TEMPS}
 

@@ -1,7 +1,7 @@
 """Telemetry records from the latest bus values (their clock is common/clock.py's Clock).
 
-A record is ``(ts, values)``: the values of the latest bms.snapshot and gps.fix that arrived no
-more than ``max_value_age_s`` ago, keyed by common/fields.py; unknown values are left out. ``ts``
+A record is ``(ts, values)``: the values of the latest bms.snapshot, gps.fix and trip.state
+(with the full key set) that arrived no more than ``max_value_age_s`` ago, keyed by common/fields.py; unknown values are left out. ``ts``
 is the newest observation time among the sources used. :class:`RecordMaker` (a pure core the
 uplink feeds) makes a record only when something arrived since the last one (ThingsBoard would
 overwrite a repeated ts), and ages values by when they arrived on the monotonic clock: a step of
@@ -21,11 +21,11 @@ from collections.abc import Callable
 from common import fields
 from common.messages import Message
 
-RECORD_TOPICS = ("bms.snapshot", "gps.fix")
+RECORD_TOPICS = ("bms.snapshot", "gps.fix", "trip.state")
 
 
 def build_record(snapshot: Message | None, fix: Message | None, pad_cells: int, pad_packs: int, full: bool,
-                 alive: bool) -> tuple[float, dict] | None:
+                 alive: bool, trip: Message | None = None) -> tuple[float, dict] | None:
     """(observation ts in s, values) of the given (fresh) messages, or None when they say nothing."""
     values: dict = {}
     seen: list[float] = []
@@ -45,6 +45,9 @@ def build_record(snapshot: Message | None, fix: Message | None, pad_cells: int, 
         if gps:
             values.update(gps)
             seen.append(fix.ts)
+    if trip is not None and full and (trip_values := fields.trip_values(trip.data)):
+        values.update(trip_values)
+        seen.append(trip.ts)
     if not values:
         return None
     values["alive"] = alive
@@ -73,7 +76,7 @@ class RecordMaker:
         now = self._monotonic()
         fresh = {topic: msg for topic, (msg, at) in self._latest.items() if now - at <= self.max_age_s}
         record = build_record(fresh.get("bms.snapshot"), fresh.get("gps.fix"), self.pad_cells, self.pad_packs,
-                              self.full, not self._alive)
+                              self.full, not self._alive, fresh.get("trip.state"))
         if record is not None:
             self._arrived_since_record = False
             self._alive = not self._alive

@@ -26,6 +26,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "getGpsStatus": ("gps_reader", "status"),
     "getUplinkStatus": ("tb_uplink", "status"),
     "getOutbox": ("tb_uplink", "outbox"),
+    "getTrip": ("trip", "state"),
 }
 
 

@@ -114,7 +114,7 @@ class Uplink:
         except OutboxError as e:
             raise configmod.ConfigError(f"tb_uplink.outbox_path: {e}") from None
         self.pub = svc.publisher()
-        self.sub = svc.subscriber(["bms.snapshot", "bms.info", "bms.config", "gps.fix"])
+        self.sub = svc.subscriber(["bms.snapshot", "bms.info", "bms.config", "gps.fix", "trip.state"])
         self.clock = Clock(synced={"auto": ntp_synced, "trusted": lambda: True,
                                    "untrusted": lambda: False}[cfg.system_clock])
         self.records = RecordMaker(cfg.max_value_age_s, cfg.zero_pad_number_cells, cfg.zero_pad_number_packs,

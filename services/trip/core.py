@@ -63,6 +63,7 @@ class Counters:
     position_km: float = 0.0  # distance between fixes over the intervals speed was integrated on
     speed_km: float = 0.0  # the part of distance_km from speed (the rest came from positions)
     started_ts: float | None = None
+    active_ts: float | None = None  # when the car last moved or drew or took current
     bms_gaps: int = 0
     bms_gap_s: float = 0.0
     gps_gaps: int = 0
@@ -183,7 +184,6 @@ class Trip:
         self.power_w: float | None = None
         self.remaining_wh: float | None = None
         self.full_wh: float | None = None
-        self._parked_since: float | None = None
         self._speed_km_h: float | None = None
 
     # -- input -------------------------------------------------------------------------------
@@ -195,57 +195,58 @@ class Trip:
         if power is None:
             self._power = None
             return
+        self._note_parked(t)
         last, self._power = self._power, (t, power)
-        if last is None:
-            return
-        dt = t - last[0]
-        if dt <= 0:
-            return
-        if dt > self.settings.max_gap_s:
-            self._count_gap("bms", dt)
+        dt = self._interval(last, t, "bms")
+        if dt is None:
             return
         out, into = split_energy_wh(last[1], power, dt)
         for c in (self.trip, self.total):
             c.energy_out_wh += out
             c.energy_in_wh += into
-        self._note_parked(t)
 
     def fix(self, t: float, valid: bool, speed_km_h: float | None, lat: float | None, lon: float | None) -> None:
         self._speed_km_h = speed_km_h if valid else None
         if not valid:
             self._fix = None
             return
+        self._note_parked(t)
         last, self._fix = self._fix, (t, speed_km_h, lat, lon)
-        if last is None:
-            return
-        dt = t - last[0]
-        if dt <= 0:
-            return
-        if dt > self.settings.max_gap_s:
-            self._count_gap("gps", dt)
-            if self._laps is not None:
-                self._laps.forget()
+        dt = self._interval(last, t, "gps")
+        if dt is None:
             return
         before_km, before_wh = self.trip.distance_km, self.trip.net_wh
         self._add_distance(last, self._fix, dt)
         self._lap(t, lat, lon, before_km, before_wh)
         self._note_recent()
-        self._note_parked(t)
 
     def reset(self, now_ts: float) -> None:
         """A new trip (by command, or after the car was parked): the total goes on."""
         self.trip = Counters(started_ts=now_ts)
         self.laps = Laps()
         self._recent.clear()
-        self._parked_since = None
 
     def parked_too_long(self, t: float) -> bool:
-        """Whether the car has stood for ``auto_reset_parked_h`` with a trip under way."""
-        limit = self.settings.auto_reset_parked_h
-        return (limit is not None and self._parked_since is not None and self.trip.distance_km > 0
-                and t - self._parked_since >= limit * 3600)
+        """Whether the car has stood (no speed, no current) for ``auto_reset_parked_h`` with a
+        trip under way; the time it last did something is saved, so a night with the computer
+        switched off counts too."""
+        limit, active = self.settings.auto_reset_parked_h, self.trip.active_ts
+        return limit is not None and active is not None and self.trip.distance_km > 0 and t - active >= limit * 3600
 
     # -- integration -------------------------------------------------------------------------
+
+    def _interval(self, last: tuple | None, t: float, which: str) -> float | None:
+        """Seconds to integrate over since the last sample; None after none, out of order, or
+        across a gap (counted; a lap is not taken across it either)."""
+        if last is None or t <= last[0]:
+            return None
+        dt = t - last[0]
+        if dt <= self.settings.max_gap_s:
+            return dt
+        self._count_gap(which, dt)
+        if which == "gps" and self._laps is not None:
+            self._laps.forget()
+        return None
 
     def _count_gap(self, which: str, dt: float) -> None:
         for c in (self.trip, self.total):
@@ -298,10 +299,8 @@ class Trip:
     def _note_parked(self, t: float) -> None:
         standing = self._speed_km_h is None or self._speed_km_h < PARKED_KM_H
         idle = self.power_w is None or abs(self.power_w) < self.settings.idle_w
-        if standing and idle:
-            self._parked_since = t if self._parked_since is None else self._parked_since
-        else:
-            self._parked_since = None
+        if not (standing and idle):
+            self.trip.active_ts = t
 
     # -- output ------------------------------------------------------------------------------
 

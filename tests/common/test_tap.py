@@ -5,22 +5,23 @@ import subprocess
 
 import msgspec
 
+from common.config import PUBLISHERS
 from harness.proc import PY, python_module, write_config
 from harness.samples import SAMPLES
 
 
 def _publishers(spawn, cfg):
-    for name in ("bms_reader", "gps_reader", "tb_uplink"):
+    for name in PUBLISHERS:
         spawn(python_module("harness.publish", name, "--config", cfg, "--period", 0.05))
 
 
 def test_tap_prints_every_topic_as_json_lines_json_tool_accepts(tmp_path, spawn):
     cfg = write_config(tmp_path / "c.yaml")
     _publishers(spawn, cfg)
-    tap = spawn(python_module("common.tap", "--config", cfg, "--count", 60, "--timeout", 90))
+    tap = spawn(python_module("common.tap", "--config", cfg, "--count", 120, "--timeout", 90))
     assert tap.wait(120) == 0, tap.text("err")
     lines = tap.text("out")
-    assert len(lines) == 60
+    assert len(lines) == 120
     seen = {}
     for line in lines:
         checked = subprocess.run([PY, "-m", "json.tool"], input=line.encode(), capture_output=True)

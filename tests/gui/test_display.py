@@ -1,12 +1,16 @@
 """The real GUI process under Xvfb with real bus messages: the widgets show what was published."""
 
 import json
+import os
 import struct
+import subprocess
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 
+from common.config import load
 from harness.proc import free_port, python_module, wait_for, write_config
 from harness.samples import SAMPLES, UPLINK_FIX, UPLINK_SNAPSHOT
 from harness.xvfb import Xvfb
@@ -17,6 +21,14 @@ def xvfb():
     x = Xvfb()
     yield x
     x.stop()
+
+
+def read_dump(path: Path) -> dict:
+    """The GUI's latest dump; {} while it has written none (or is replacing it)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def png_pixels(path: Path) -> tuple[int, int, bytes]:
@@ -45,6 +57,7 @@ def assert_not_blank(path: Path, width: int, height: int) -> None:
 def test_gui_shows_what_was_published_and_screenshots_each_page(spawn, tmp_path, xvfb, width, height, theme):
     cfg = write_config(tmp_path / "c.yaml", gui={"width": width, "height": height, "theme": theme})
     spawn(python_module("harness.feed", "--config", cfg, "--links", "--period", 0.1))
+    spawn(python_module("harness.publish", "trip", "--config", cfg, "--period", 0.1))
     dump, shots = tmp_path / "dump.json", tmp_path / "shots"
     gui = spawn(python_module("services.gui", "--config", cfg, "--dump", dump, "--screenshot", shots), env=xvfb.env())
     assert gui.wait(120) == 0, gui.text()
@@ -59,6 +72,8 @@ def test_gui_shows_what_was_published_and_screenshots_each_page(spawn, tmp_path,
     assert shown["banner"] == "WARNING: P1 cell high voltage, P2 cell high voltage"
     assert shown["health_BMS"].startswith("BMS up") and shown["health_Uplink"].startswith("Uplink connected")
     assert shown["queued"] == "7 queued"
+    trip = SAMPLES["trip.state"]
+    assert (shown["range"], shown["rate"]) == (f"{trip.range_km:.0f} km", f"{trip.wh_per_km_recent:.0f} Wh/km")
     assert shown["colours"]["soc_text"] == [40, 200, 70] and shown["colours"]["banner"] == [255, 215, 0]
     assert shown["cells_series"][1][0] == p1.cells_mv[0] and shown["balancing_series"][1][1] == p1.cells_mv[1]
     assert "MOS 30.1" in shown["pack_temps"] and shown["pack_overview"].count("\n") == 1
@@ -112,12 +127,31 @@ def test_packs_that_are_gone_are_gone_from_the_detail_page(spawn, tmp_path, xvfb
     gui = spawn(python_module("services.gui", "--config", cfg, "--page", "detail", "--dump", dump), env=xvfb.env())
 
     def shown():
-        try:
-            return json.loads(dump.read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_dump(dump)
     assert wait_for(lambda: "Voltage" in shown().get("pack_lines", "") and shown()["pack_overview"], 60), gui.text()
     trigger.touch()
     assert wait_for(lambda: shown().get("pack_lines") == "" and shown().get("pack_overview") == "", 60), shown()
     assert shown()["cells_series"] == [[], []] and shown()["pack_temps"] == ""
     assert gui.proc.poll() is None
+
+
+def test_the_new_trip_button_starts_a_new_trip(spawn, tmp_path, xvfb, watch):
+    cfg = write_config(tmp_path / "c.yaml", trip={"state_path": str(tmp_path / "trip.db")})
+    bus = watch([load(cfg).bus.trip], ["trip.state"])
+    spawn(python_module("services.trip", "--config", cfg))
+    spawn(python_module("harness.vehicle_feed", "--config", cfg, "--seconds", 3600, "--speedup", 10))
+    dump = tmp_path / "dump.json"
+    gui = spawn(python_module("services.gui", "--config", cfg, "--page", "detail", "--dump", dump), env=xvfb.env())
+
+    def shown():
+        return read_dump(dump)
+    assert bus.wait_message("trip.state", lambda m: m.data.distance_km > 0.2, 60), gui.text()
+    assert wait_for(lambda: shown().get("new_trip_rect", [0, 0, 0, 0])[2] > 0, 60), gui.text()
+    x, y, w, h = shown()["new_trip_rect"]
+    vx, vy = shown()["viewport_pos"]
+    clicked = time.monotonic()
+    subprocess.run(["xdotool", "mousemove", str(int(vx + x + w / 2)), str(int(vy + y + h / 2)), "click", "1"],
+                   env={**os.environ, **xvfb.env()}, check=True, timeout=30)
+    assert wait_for(lambda: "new trip started" in shown().get("trip_reset", ""), 30), (shown(), gui.text())
+    fresh = bus.wait_message("trip.state", lambda m: m.data.distance_km < 0.2, 30, after=clicked)
+    assert fresh is not None and fresh.data.total_distance_km > 0.2, "a new trip; the total goes on"

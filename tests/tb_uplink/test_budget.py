@@ -66,7 +66,7 @@ def possible_keys(pack_fields=fields.PACK_FIELDS, gps_fields=fields.GPS_FIELDS) 
     pack_keys = [f.key for f in pack_fields]
     pack_keys += [f"{base}_{n}" for base in (fields.CELL_VOLT.key, fields.TEMP.key) for n in ("1", "01", "16", "024")]
     prefixed = [f"pack_{n}_{k}" for n in ("2", "02", "15") for k in pack_keys]
-    return pack_keys + prefixed + [f.key for f in gps_fields] + list(RECORD_EXTRA_KEYS)
+    return pack_keys + prefixed + [f.key for f in gps_fields + fields.TRIP_FIELDS] + list(RECORD_EXTRA_KEYS)
 
 
 def ungrouped(keys) -> list[str]:
@@ -86,7 +86,8 @@ def test_a_new_field_without_a_group_is_caught():
 
 
 def test_the_table_is_exactly_the_field_table_and_the_record_keys():
-    assert set(budget.GROUP_BY_KEY) == {f.key for f in fields.PACK_FIELDS + fields.GPS_FIELDS} | set(RECORD_EXTRA_KEYS)
+    assert set(budget.GROUP_BY_KEY) == {f.key for f in fields.PACK_FIELDS + fields.GPS_FIELDS + fields.TRIP_FIELDS} \
+        | set(RECORD_EXTRA_KEYS)
     assert set(budget.GROUP_BY_KEY.values()) | set(budget.NUMBERED_GROUP.values()) == set(GROUP_NAMES)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from common import fields
 from common.messages import BmsInfo, Message
-from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT
+from harness.samples import SAMPLES, UPLINK_FIX, UPLINK_SNAPSHOT
 from services.tb_uplink import service
 from services.tb_uplink.records import build_record
 
@@ -36,10 +36,12 @@ def load(name: str) -> dict:
 
 
 def telemetry() -> dict:
-    """Every telemetry key with a value of its type: a full record of the samples (two 16-cell packs and a fix)."""
+    """Every telemetry key with a value of its type: a full record of the samples (two 16-cell packs,
+    a fix and a trip state)."""
     snapshot = Message("bms.snapshot", "test", 0, NOW - 0.5, UPLINK_SNAPSHOT)
     fix = Message("gps.fix", "test", 0, NOW - 0.3, UPLINK_FIX)
-    _, values = build_record(snapshot, fix, 0, 0, True, True)
+    trip = Message("trip.state", "test", 0, NOW - 0.2, SAMPLES["trip.state"])
+    _, values = build_record(snapshot, fix, 0, 0, True, True, trip)
     return values
 
 

@@ -250,3 +250,18 @@ def test_session_limits_from_the_server_are_applied(spawn, tmp_path, broker, col
         assert max(sink.telemetry_sizes) > 8000, "the backlog went in batches, not one record at a time"
     finally:
         server.loop_stop()
+
+
+def test_the_trip_computers_keys_reach_thingsboard(spawn, tmp_path, broker, collect):
+    mq = broker()
+    sink = collect(mq.port)
+    cfg = uplink_config(tmp_path, mq.port)
+    spawn(python_module("harness.feed", "--config", cfg, "--period", 0.1))
+    spawn(python_module("harness.publish", "trip", "--config", cfg, "--period", 0.1))
+    uplink = spawn(python_module("services.tb_uplink", "--config", cfg))
+    assert wait_for(lambda: any("range_km" in v for _, v in sink.snapshot()), 60), uplink.text()
+    values = next(v for _, v in sink.snapshot() if "range_km" in v)
+    assert {k: values[k] for k in ("trip_distance_km", "trip_energy_wh", "wh_per_km", "range_km", "laps",
+                                   "last_lap_s")} == {"trip_distance_km": 12.5, "trip_energy_wh": 860,
+                                                      "wh_per_km": 69, "range_km": 61, "laps": 3, "last_lap_s": 97.4}
+    assert "speed_km_h" in values and "soc" in values, "in the same record as the car's values"

@@ -203,15 +203,22 @@ def test_reset_starts_a_new_trip_and_the_total_goes_on():
     assert s["total_distance_km"] == pytest.approx(1.0) and s["total_energy_out_wh"] == pytest.approx(100, rel=0.02)
 
 
-def test_parked_for_long_enough_asks_for_a_new_trip():
+def test_parked_for_long_enough_asks_for_a_new_trip_even_across_a_restart():
     trip = Trip(Settings(auto_reset_parked_h=1.0))
     t, _ = drive_north(trip, 100, 36.0, power_w=-3600.0)
-    for i in range(1, 3602, 60):
+    for i in range(1, 3600, 60):
         trip.bms(t + i, [pack(current_a=0.0)])
         trip.fix(t + i, True, 0.2, LAT0, LON0)
-        if i < 3600:
-            assert not trip.parked_too_long(t + i)
+        assert not trip.parked_too_long(t + i)
     assert trip.parked_too_long(t + 3601)
+    saved = trip.saved()  # switched off for the night: no messages at all
+    again = Trip(Settings(auto_reset_parked_h=1.0), Counters(**saved["trip"]), Counters(**saved["total"]))
+    assert not again.parked_too_long(t + 1800) and again.parked_too_long(t + 8 * 3600)
+    charging = Trip(Settings(auto_reset_parked_h=1.0))
+    t, _ = drive_north(charging, 100, 36.0, power_w=-3600.0)
+    for i in range(1, 7200, 60):
+        charging.bms(t + i, [pack(current_a=20.0)])
+    assert not charging.parked_too_long(t + 7200), "current flowing: not parked"
 
 
 def test_the_counters_survive_through_what_the_shell_saves():
