@@ -258,6 +258,7 @@ class TripConfig(_Section):
     recent_km: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 5.0  # the window of wh_per_km_recent and range
     min_rate_km: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 0.5  # distance before a rate is trusted
     auto_reset_parked_h: Annotated[float, msgspec.Meta(ge=0, le=8760)] = 8.0  # 0: never
+    parked_current_a: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 5.0  # standing with at most this much is parked
     start_line: StartLineConfig | None = None
 
 

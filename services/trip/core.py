@@ -46,6 +46,7 @@ class Settings:
     min_rate_km: float = 0.5
     min_rate_wh: float = 5.0
     idle_w: float = 20.0  # |power| under this is neither charging nor discharging
+    parked_current_a: float = 5.0  # standing with no more current than this (the car's own load) is parked
     disagree_pct: float = 10.0  # speed and position distances further apart than this are reported
     auto_reset_parked_h: float | None = 8.0
     min_lap_s: float = 10.0  # a lap shorter than this, or than min_lap_km, is GPS jitter at the line
@@ -61,6 +62,7 @@ class Counters:
     energy_out_wh: float = 0.0
     energy_in_wh: float = 0.0
     position_km: float = 0.0  # distance between fixes over the intervals speed was integrated on
+    charged_standing_wh: float = 0.0  # of energy_in_wh, what came in while the car stood (a charger, the sun)
     speed_km: float = 0.0  # the part of distance_km from speed (the rest came from positions)
     started_ts: float | None = None
     active_ts: float | None = None  # when the car last moved or drew or took current
@@ -72,6 +74,11 @@ class Counters:
     @property
     def net_wh(self) -> float:
         return self.energy_out_wh - self.energy_in_wh
+
+    @property
+    def drive_net_wh(self) -> float:
+        """Net energy the rates go by: a charge taken standing is not driving."""
+        return self.net_wh + self.charged_standing_wh
 
 
 @dataclass
@@ -98,6 +105,12 @@ def pack_power_w(packs: Iterable) -> float | None:
         total += p.current_a * p.voltage_v
         online += 1
     return total if online else None
+
+
+def pack_current_a(packs: Iterable) -> float | None:
+    """Sum of the online packs' current; None when one is unknown or no pack is online."""
+    currents = [p.current_a for p in packs if p.online]
+    return None if not currents or None in currents else sum(currents)
 
 
 def pack_energy_wh(packs: Iterable) -> tuple[float | None, float | None]:
@@ -185,38 +198,48 @@ class Trip:
         self.remaining_wh: float | None = None
         self.full_wh: float | None = None
         self._speed_km_h: float | None = None
+        self._current_a: float | None = None
+        self._bms_t: float | None = None  # the newest BMS sample's time, for staleness
 
     # -- input -------------------------------------------------------------------------------
 
     def bms(self, t: float, packs: list) -> None:
+        ref = self._reference(self._power, t, "bms")
+        if ref is False:
+            return
         power = pack_power_w(packs)
-        self.power_w = power
+        self.power_w, self._bms_t, self._current_a = power, t, pack_current_a(packs)
         self.remaining_wh, self.full_wh = pack_energy_wh(packs)
-        if power is None:
-            self._power = None
+        if power is None:  # unknown: the next known sample spans the interval, or counts the gap
+            self._power = ref
             return
         self._note_parked(t)
-        last, self._power = self._power, (t, power)
-        dt = self._interval(last, t, "bms")
+        self._power = (t, power)
+        dt = self._interval(ref, t, "bms")
         if dt is None:
             return
-        out, into = split_energy_wh(last[1], power, dt)
+        out, into = split_energy_wh(ref[1], power, dt)
+        standing = self._speed_km_h is None or self._speed_km_h < PARKED_KM_H
         for c in (self.trip, self.total):
             c.energy_out_wh += out
             c.energy_in_wh += into
+            c.charged_standing_wh += into if standing else 0.0
 
     def fix(self, t: float, valid: bool, speed_km_h: float | None, lat: float | None, lon: float | None) -> None:
+        ref = self._reference(self._fix, t, "gps")
+        if ref is False:
+            return
         self._speed_km_h = speed_km_h if valid else None
-        if not valid:
-            self._fix = None
+        if not valid:  # no data: the next valid fix spans the interval, or counts the gap
+            self._fix = ref
             return
         self._note_parked(t)
-        last, self._fix = self._fix, (t, speed_km_h, lat, lon)
-        dt = self._interval(last, t, "gps")
+        self._fix = (t, speed_km_h, lat, lon)
+        dt = self._interval(ref, t, "gps")
         if dt is None:
             return
-        before_km, before_wh = self.trip.distance_km, self.trip.net_wh
-        self._add_distance(last, self._fix, dt)
+        before_km, before_wh = self.trip.distance_km, self.trip.drive_net_wh
+        self._add_distance(ref, self._fix, dt)
         self._lap(t, lat, lon, before_km, before_wh)
         self._note_recent()
 
@@ -235,10 +258,21 @@ class Trip:
 
     # -- integration -------------------------------------------------------------------------
 
+    def _reference(self, ref: tuple | None, t: float, which: str) -> tuple | None | bool:
+        """The sample to integrate from, or False to drop this one: a sample no later than the
+        reference has been integrated already (a repeat, or two publishers' messages crossing).
+        One far older is the publisher's clock stepped back: counted as a gap, and it starts over."""
+        if ref is None or t > ref[0]:
+            return ref
+        if ref[0] - t <= self.settings.max_gap_s:
+            return False
+        self._count_gap(which, 0.0)
+        return None
+
     def _interval(self, last: tuple | None, t: float, which: str) -> float | None:
-        """Seconds to integrate over since the last sample; None after none, out of order, or
-        across a gap (counted; a lap is not taken across it either)."""
-        if last is None or t <= last[0]:
+        """Seconds to integrate over since the last sample; None after none, or across a gap
+        (counted; a lap is not taken across it either)."""
+        if last is None:
             return None
         dt = t - last[0]
         if dt <= self.settings.max_gap_s:
@@ -246,6 +280,7 @@ class Trip:
         self._count_gap(which, dt)
         if which == "gps" and self._laps is not None:
             self._laps.forget()
+            self.laps.started_t = None  # a lap with a hole in its track is no lap: the next crossing starts one
         return None
 
     def _count_gap(self, which: str, dt: float) -> None:
@@ -276,29 +311,33 @@ class Trip:
             return
         at, f = crossed
         km = before_km + f * (self.trip.distance_km - before_km)
-        wh = before_wh + f * (self.trip.net_wh - before_wh)
+        wh = before_wh + f * (self.trip.drive_net_wh - before_wh)
         laps = self.laps
-        if laps.started_t is not None:
-            if at - laps.started_t < self.settings.min_lap_s or km - laps.started_km < self.settings.min_lap_km:
-                return  # back and forth at the line (GPS jitter, manoeuvring): the lap goes on
+        too_short = laps.started_t is not None and (at - laps.started_t < self.settings.min_lap_s
+                                                    or km - laps.started_km < self.settings.min_lap_km)
+        if laps.started_t is not None and not too_short:
             laps.count += 1
             laps.last_s = at - laps.started_t
             laps.best_s = laps.last_s if laps.best_s is None else min(laps.best_s, laps.last_s)
             laps.last_wh = wh - laps.started_wh
             lap_km = km - laps.started_km
             laps.last_wh_per_km = laps.last_wh / lap_km if lap_km > 0 else None
+        # A crossing too soon after the last (GPS jitter at the line, manoeuvring) moves the start
+        # of the lap under way there: a car that stood just behind the line starts when it leaves.
         laps.started_t, laps.started_km, laps.started_wh = at, km, wh
 
     def _note_recent(self) -> None:
         d = self.trip.distance_km
         if not self._recent or d - self._recent[-1][0] >= RECENT_STEP_KM:
-            self._recent.append((d, self.trip.net_wh))
+            self._recent.append((d, self.trip.drive_net_wh))
         while len(self._recent) > 1 and d - self._recent[1][0] >= self.settings.recent_km:
             self._recent.popleft()
 
     def _note_parked(self, t: float) -> None:
-        standing = self._speed_km_h is None or self._speed_km_h < PARKED_KM_H
-        idle = self.power_w is None or abs(self.power_w) < self.settings.idle_w
+        fresh = self._fix is not None and t - self._fix[0] <= self.settings.max_gap_s
+        speed = self._speed_km_h if fresh else None
+        standing = speed is None or speed < PARKED_KM_H
+        idle = self._current_a is None or abs(self._current_a) <= self.settings.parked_current_a
         if not (standing and idle):
             self.trip.active_ts = t
 
@@ -311,13 +350,13 @@ class Trip:
         return wh / km
 
     def wh_per_km(self) -> float | None:
-        return self._rate(self.trip.distance_km, self.trip.net_wh)
+        return self._rate(self.trip.distance_km, self.trip.drive_net_wh)
 
     def wh_per_km_recent(self) -> float | None:
         if not self._recent:
             return None
         d0, e0 = self._recent[0]
-        return self._rate(self.trip.distance_km - d0, self.trip.net_wh - e0)
+        return self._rate(self.trip.distance_km - d0, self.trip.drive_net_wh - e0)
 
     def range_km(self) -> float | None:
         rate = self.wh_per_km_recent()
@@ -349,8 +388,16 @@ class Trip:
             return source, None
         return source, f"GPS speed and positions disagree by {off_pct:+.0f} % over the trip: speed used"
 
-    def state(self) -> dict:
-        """The ``trip.state`` fields."""
+    def state(self, now: float | None = None) -> dict:
+        """The ``trip.state`` fields. With ``now`` (on the publishers' clock), what comes from a BMS
+        sample older than ``max_gap_s`` is unknown, not its last value."""
+        live = now is None or (self._bms_t is not None and now - self._bms_t <= self.settings.max_gap_s)
+        if not live:
+            return {**self._state(), "remaining_wh": None, "power_w": None, "range_km": None,
+                    "time_to_empty_s": None, "time_to_full_s": None}
+        return self._state()
+
+    def _state(self) -> dict:
         c, laps = self.trip, self.laps
         to_empty, to_full = self.times_s()
         source, note = self.distance_source()

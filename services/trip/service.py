@@ -27,19 +27,23 @@ RECV_MAX = 1000  # messages taken per loop turn, so a flood cannot starve the pu
 def settings(cfg: configmod.TripConfig) -> Settings:
     line = cfg.start_line
     return Settings(max_gap_s=cfg.max_gap_s, recent_km=cfg.recent_km, min_rate_km=cfg.min_rate_km,
-                    auto_reset_parked_h=cfg.auto_reset_parked_h or None,
+                    auto_reset_parked_h=cfg.auto_reset_parked_h or None, parked_current_a=cfg.parked_current_a,
                     start_line=None if line is None else StartLine(line.lat, line.lon, line.heading_deg, line.width_m))
 
 
-def restored(saved: dict | None, s: Settings) -> Trip:
-    if not saved:
+def restored(saved, s: Settings) -> Trip:
+    """The counters as saved; what another version wrote keeps at least the totals' known fields."""
+    if not isinstance(saved, dict) or not saved:
         return Trip(s, Counters(started_ts=time.time()))
     try:
         return Trip(s, Counters(**saved["trip"]), Counters(**saved["total"]), Laps(**saved["laps"]))
-    except (KeyError, TypeError):  # written by a version with other fields: the totals matter most
-        total = saved.get("total") if isinstance(saved, dict) else None
-        keep = {k: v for k, v in (total or {}).items() if k in Counters.__dataclass_fields__}
-        return Trip(s, Counters(started_ts=time.time()), Counters(**keep))
+    except (KeyError, TypeError):
+        total = saved.get("total")
+        keep = {k: v for k, v in total.items() if k in Counters.__dataclass_fields__} if isinstance(total, dict) else {}
+        try:
+            return Trip(s, Counters(started_ts=time.time()), Counters(**keep))
+        except TypeError:
+            return Trip(s, Counters(started_ts=time.time()))
 
 
 class TripService:
@@ -52,7 +56,11 @@ class TripService:
         if self.store.error:
             svc.log.error("%s", self.store.error)
         self.trip = restored(self.store.saved, settings(cfg))
+        if self.trip.parked_too_long(time.time()):  # before any message can say the car is awake
+            svc.log.info("new trip: parked for %g h", cfg.auto_reset_parked_h)
+            self.trip.reset(time.time())
         self.lock = threading.Lock()
+        self._latest: tuple[float, float] | None = None  # (newest message ts, monotonic time it came)
         self.pub = svc.publisher()
         self.sub = svc.subscriber(TOPICS)
         self.every = Every(1.0)
@@ -79,9 +87,21 @@ class TripService:
                     with self.lock:
                         self._tick()
         finally:
-            self.store.close()
+            with self.lock:
+                self.store.save(self.trip.saved())
+                self.store.close()
+
+    def _now(self) -> float:
+        """Now on the publishers' clock: the newest message's stamp plus the time since it came
+        (the wall clock before any), so a replay at speed is judged on its own time."""
+        if self._latest is None:
+            return time.time()
+        ts, at = self._latest
+        return ts + time.monotonic() - at
 
     def _take(self, msg: messages.Message) -> None:
+        if self._latest is None or msg.ts > self._latest[0]:
+            self._latest = (msg.ts, time.monotonic())
         d = msg.data
         if msg.topic == "bms.snapshot":
             self.trip.bms(msg.ts, d.packs)
@@ -89,14 +109,14 @@ class TripService:
             self.trip.fix(msg.ts, d.valid, d.speed_km_h, d.lat, d.lon)
 
     def _tick(self) -> None:
-        now = time.time()
+        now = self._now()
         if self.trip.parked_too_long(now):
             self.svc.log.info("new trip: parked for %g h", self.svc.section.auto_reset_parked_h)
-            self.trip.reset(now)
+            self.trip.reset(time.time())
         self.store.save(self.trip.saved())
         if self.store.state == "failed":
             self.svc.log.warning("%s", self.store.error)
-        state = {k: _rounded(v) for k, v in self.trip.state().items()}
+        state = {k: _rounded(v) for k, v in self.trip.state(now).items()}
         self.pub.publish("trip.state", messages.TripState(**state, store_state=self.store.state,
                                                           store_error=self.store.error))
 

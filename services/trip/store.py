@@ -1,9 +1,12 @@
 """The trip's counters on disk: one row of JSON in SQLite (WAL, synchronous=FULL), written once a
 second while something changed, so a kill -9 or a power cut loses at most the last second.
 
-A standing car changes nothing and writes nothing. A file that cannot be read (damaged, or
-not a database) is moved aside to ``<path>.corrupt-<time>`` and the counters start from zero;
-the state says so (``recovered``) instead of the service refusing to run.
+While the computer runs the car's own load changes the energy counters, so that is one small
+commit (a 4 KiB WAL page and an fsync) a second; a computer switched off writes nothing. A file
+that is damaged or not a database is moved aside to ``<path>.corrupt-<time>`` and the counters
+start from zero; the state says so (``recovered``) instead of the service refusing to run. A
+file that cannot be opened for another reason (a read-only disk, no permission) is a
+:class:`StoreError`: the service stops at start naming the key, and the file is left as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS counters (id INTEGER PRIMARY KEY CHECK (id = 1), saved_at REAL, body TEXT)"
 SUFFIXES = ("", "-wal", "-shm")
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 
 class StoreError(Exception):
@@ -42,7 +46,9 @@ class Store:
         self.saved = self._open()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=5)
+        # One connection for the main loop and the command thread's reset, used under the
+        # service's lock, never by both at once.
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=5, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute(SCHEMA)
@@ -54,14 +60,21 @@ class Store:
             self.db = self._connect()
             row = self.db.execute("SELECT body FROM counters WHERE id = 1").fetchone()
             return None if row is None else json.loads(row[0])
-        except (sqlite3.DatabaseError, ValueError) as e:
-            aside = self._set_aside()
-            self.state, self.error = "recovered", f"the counters' file could not be read ({e}); set aside as {aside.name}"
+        except sqlite3.DatabaseError as e:
+            if (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise StoreError(f"cannot open {self.path}: {e}") from None
+            self._recover(e)
+        except ValueError as e:  # the row is not the JSON it was written as
+            self._recover(e)
         try:
             self.db = self._connect()
         except sqlite3.Error as e:
             raise StoreError(f"cannot open {self.path}: {e}") from None
         return None
+
+    def _recover(self, error: Exception) -> None:
+        aside = self._set_aside()
+        self.state, self.error = "recovered", f"the counters' file could not be read ({error}); set aside as {aside.name}"
 
     def _set_aside(self) -> Path:
         try:

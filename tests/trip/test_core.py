@@ -75,14 +75,37 @@ def test_a_gap_is_counted_and_not_bridged_and_the_trip_goes_on():
     assert (s["bms_gaps"], s["bms_gap_s"]) == (1, 20.0)
 
 
-def test_unknown_power_is_not_integrated_across():
-    trip = Trip(Settings())
+def test_unknown_power_is_spanned_when_short_and_a_gap_when_long():
+    trip = Trip(Settings(max_gap_s=5))
     trip.bms(0.0, [pack(current_a=-20.0)])
     trip.bms(1.0, [pack(current_a=None)])
     trip.bms(2.0, [pack(current_a=-20.0)])
-    trip.bms(3.0, [pack(current_a=-20.0)])
-    assert trip.state()["energy_out_wh"] == pytest.approx(1000 / 3600)
-    assert trip.state()["power_w"] == pytest.approx(-1000)
+    assert trip.state()["energy_out_wh"] == pytest.approx(2000 / 3600) and trip.state()["bms_gaps"] == 0
+    for t in range(3, 12):  # a pack's current unknown for 9 s
+        trip.bms(float(t), [pack(current_a=None)])
+    trip.bms(12.0, [pack(current_a=-20.0)])
+    trip.bms(13.0, [pack(current_a=-20.0)])
+    s = trip.state()
+    assert s["energy_out_wh"] == pytest.approx(3000 / 3600) and (s["bms_gaps"], s["bms_gap_s"]) == (1, 10.0)
+
+
+def test_samples_out_of_order_are_not_integrated_twice_and_a_clock_step_back_starts_over():
+    trip = Trip(Settings(max_gap_s=5))
+    for t in (0.0, 1.0, 2.0, 1.5, 2.0, 3.0):
+        trip.bms(t, [pack(current_a=-20.0)])
+    assert trip.state()["energy_out_wh"] == pytest.approx(3000 / 3600)
+    for t in (-100.0, -99.0):  # the publisher's clock went back
+        trip.bms(t, [pack(current_a=-20.0)])
+    s = trip.state()
+    assert s["energy_out_wh"] == pytest.approx(4000 / 3600) and s["bms_gaps"] == 1
+
+
+def test_bms_values_older_than_the_gap_limit_are_unknown_not_their_last():
+    trip = Trip(Settings(max_gap_s=5))
+    trip.bms(0.0, [pack(current_a=-20.0)])
+    assert trip.state(now=3.0)["power_w"] == pytest.approx(-1000) and trip.state(now=3.0)["remaining_wh"] == 5000
+    stale = trip.state(now=6.0)
+    assert (stale["power_w"], stale["remaining_wh"], stale["time_to_empty_s"], stale["range_km"]) == (None,) * 4
 
 
 def test_distance_is_speed_over_time_checked_against_positions():
@@ -111,12 +134,17 @@ def test_speed_and_positions_that_disagree_are_reported():
     assert "disagree by +100 %" in s["distance_note"] and "speed used" in s["distance_note"]
 
 
-def test_an_invalid_fix_adds_no_distance_and_starts_afresh():
-    trip = Trip(Settings())
+def test_invalid_fixes_are_spanned_when_short_and_a_counted_gap_when_long():
+    trip = Trip(Settings(max_gap_s=5))
     trip.fix(0.0, True, 36.0, LAT0, LON0)
     trip.fix(1.0, False, None, None, None)
     trip.fix(2.0, True, 36.0, north_of(LAT0, 20), LON0)
-    assert trip.state()["distance_km"] == 0
+    assert trip.state()["distance_km"] == pytest.approx(0.02) and trip.state()["gps_gaps"] == 0
+    for t in range(3, 60):  # the receiver lost its fix for most of a minute (gps_reader says valid: false)
+        trip.fix(float(t), False, None, None, None)
+    trip.fix(60.0, True, 36.0, north_of(LAT0, 600), LON0)
+    s = trip.state()
+    assert s["distance_km"] == pytest.approx(0.02) and (s["gps_gaps"], s["gps_gap_s"]) == (1, 58.0)
 
 
 def test_no_rate_and_no_range_before_enough_has_been_seen():
@@ -233,3 +261,45 @@ def test_the_counters_survive_through_what_the_shell_saves():
 
 def test_haversine_against_a_known_distance():
     assert haversine_m(0, 0, 0, 1) == pytest.approx(2 * math.pi * EARTH_RADIUS_M / 360)
+
+
+def test_no_lap_is_taken_across_a_fix_outage():
+    trip = Trip(Settings(start_line=LINE, max_gap_s=5))
+    for t, lat, lon in circle(60.0, 100.0, 0.0, 3.5, 5.0):
+        lost = 45.0 <= t < 75.0  # the fix is lost while the car passes the line at 61 s
+        trip.fix(t, not lost, None if lost else 37.7, None if lost else lat, None if lost else lon)
+    s = trip.state()
+    assert s["gps_gaps"] == 1 and s["laps"] == 1, "only the lap from 121 s to 181 s"
+    assert s["last_lap_s"] == pytest.approx(60.0, abs=0.2)
+
+
+def test_a_charge_taken_standing_counts_in_but_not_in_the_rates():
+    trip = Trip(Settings())
+    t, lat = drive_north(trip, 500, 36.0, power_w=-3600.0)  # 5 km at 100 Wh/km
+    for i in range(1, 1801):  # half an hour on a 2 kW charger
+        trip.bms(t + i, [pack(current_a=2000 / 50.0)])
+        trip.fix(t + i, True, 0.0, lat, LON0)
+    drive_north(trip, 100, 36.0, power_w=-3600.0, t0=t + 1801, lat=lat)
+    s = trip.state()
+    assert s["energy_in_wh"] == pytest.approx(1000, rel=0.01)
+    assert s["wh_per_km"] == pytest.approx(100, rel=0.02) and s["wh_per_km_recent"] == pytest.approx(100, rel=0.02)
+
+
+def test_the_cars_own_load_standing_is_parked_but_a_charge_is_not():
+    trip = Trip(Settings(auto_reset_parked_h=1.0, parked_current_a=5.0))
+    t, _ = drive_north(trip, 100, 36.0, power_w=-3600.0)
+    for i in range(1, 3700, 10):  # switched on, standing: 4 A of lights and electronics
+        trip.bms(t + i, [pack(current_a=-4.0)])
+        trip.fix(t + i, True, 0.3, LAT0, LON0)
+    assert trip.parked_too_long(t + 3700)
+
+
+def test_a_car_standing_behind_the_line_starts_its_first_lap_when_it_crosses_for_real():
+    trip = Trip(Settings(start_line=LINE, min_lap_s=10, min_lap_km=0.1))
+    metre = math.degrees(1 / (EARTH_RADIUS_M * math.cos(math.radians(LAT0))))
+    for i in range(600):  # two minutes on the grid, 1 m behind the line, the fix wandering 1.5 m
+        trip.fix(i / 5, True, 0.0, LAT0, LON0 + metre * (-1 + (1.5 if i % 7 == 3 else 0)))
+    for t, lat, lon in circle(60.0, 100.0, 120.0, 1.2, 5.0, phase=-0.01):
+        trip.fix(t, True, 37.7, lat, lon)
+    s = trip.state()
+    assert s["laps"] == 1 and s["last_lap_s"] == pytest.approx(60.0, abs=0.2), "not 2 minutes of standing"

@@ -2,6 +2,7 @@
 harness.vehicle_feed (stamped with the model's time, published twenty times faster), compared
 with the model's truth; its counters through kill -9, a reset by command, a damaged file."""
 
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -12,6 +13,8 @@ import pytest
 
 from common.config import load
 from harness.proc import PY, REPO, python_module, write_config
+from services.trip.core import Counters, Laps
+from services.trip.store import Store
 from sim.vehicle import VEHICLES, battery_power_w
 
 SPEEDUP = 20
@@ -87,6 +90,7 @@ def test_counters_survive_kill_9_and_a_reset_keeps_the_totals(spawn, tmp_path, w
     fresh = bus.wait_message("trip.state", lambda m: m.data.distance_km == 0, 30, after=asked)
     assert fresh is not None and fresh.data.total_distance_km >= first.data.total_distance_km
     assert fresh.data.trip_started_ts is not None
+    assert fresh.data.store_state == "ok", "the reset was saved (from the command thread)"
 
 
 def test_a_damaged_counters_file_is_set_aside_and_named(spawn, tmp_path, watch):
@@ -109,3 +113,19 @@ def test_a_state_path_that_cannot_be_created_stops_at_start_naming_the_key(tmp_p
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "trip.state_path" in lines[0], result.stderr
+
+
+def test_after_a_night_switched_off_the_first_state_is_a_new_trip(spawn, tmp_path, watch):
+    cfg = config(tmp_path, auto_reset_parked_h=8)
+    store = Store(tmp_path / "trip.db")
+    parked_since = time.time() - 9 * 3600
+    trip = Counters(distance_km=42.0, energy_out_wh=3000.0, started_ts=parked_since - 3600, active_ts=parked_since)
+    store.save({"trip": dataclasses.asdict(trip), "total": dataclasses.asdict(Counters(distance_km=1042.0)),
+                "laps": dataclasses.asdict(Laps())})
+    store.close()
+    bus = watch([load(cfg).bus.trip], ["trip.state"])
+    child = spawn(python_module("services.trip", "--config", cfg))
+    state = bus.wait_message("trip.state", timeout=30)
+    assert state is not None, child.text()
+    assert state.data.distance_km == 0 and state.data.total_distance_km == 1042.0
+    assert state.data.trip_started_ts > parked_since
