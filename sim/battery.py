@@ -97,15 +97,22 @@ class Battery:
         ]
         self.advance(0.0)
 
-    def advance(self, dt: float) -> None:
+    def advance(self, dt: float, power_w: float | None = None) -> None:
+        """Move on ``dt`` s. ``power_w``: the vehicle's battery power (sim/vehicle.py, positive =
+        drawn), shared by the online packs at their own voltage, instead of the drive cycle."""
         if self.frozen:
             dt = 0.0
         self.t += dt
         total = drive_current(self.t)
+        online = sum(1 for p in self.packs if p.online)
         for i, pack in enumerate(self.packs):
             if not pack.online:
                 continue
-            pack.current_a = round(total * (1 + 0.02 * math.sin(self.t / 7 + i)), 2)
+            if power_w is None:
+                pack.current_a = round(total * (1 + 0.02 * math.sin(self.t / 7 + i)), 2)
+            else:  # a PACE BMS reports -327.68 A to 327.67 A: beyond that its sensor is at its end
+                amps = -power_w / online / (sum(pack.cell_mv()) / 1000)
+                pack.current_a = round(max(-327.0, min(327.0, amps)), 2)
             pack.soc = max(0.0, min(1.0, pack.soc + pack.current_a * dt / 3600 / pack.full_ah))
             for c in range(pack.cells):
                 pack.offsets_mv[c] += pack.spread_mv_per_h[c] * dt / 3600

@@ -20,6 +20,7 @@ import random
 import time
 from pathlib import Path
 
+from sim import vehicle
 from sim.faults import FaultPlan, add_fault_arguments
 from sim.port import add_port_arguments, announce, serve
 
@@ -160,19 +161,35 @@ class NmeaSource:
         first = dt.datetime.now(dt.UTC).replace(microsecond=0)
         if "leap" in self.args.quirk:
             first = first.replace(hour=23, minute=59, second=58)
+        car = vehicle.drive_of(self.args, first.timestamp())
         while True:
             now, hms, date = self._label(first, self.epochs * period)
-            speed = route.step(period)
-            bodies = route_epoch(now, route.lat, route.lon, speed, route.course, hms, date)
+            lat, lon, speed, course, extra = self._vehicle(car, now.timestamp()) if car else \
+                (*self._route(route, period), {})
+            bodies = route_epoch(now, lat, lon, speed, course, hms, date)
             if self.args.rate > 1:
                 bodies = bodies[:3]  # at 5 Hz a 9600 baud line only has room for RMC, VTG and GGA
             knots = float(f"{speed / 1.852:.3f}")
             self.send_epoch(bodies, {"valid": True, "utc": now.timestamp(), "speed_km_h": round(knots * 1.852, 3),
-                                     "lat": round(route.lat, 7), "lon": round(route.lon, 7)})
+                                     "lat": round(lat, 7), "lon": round(lon, 7), **extra})
             if "txt" in self.args.quirk:
                 self._pause(start + (self.epochs - 0.25) * period)  # after the burst and its quiet
                 self.port.send(sentence("GPTXT,01,01,02,ANTSTATUS=OK"), self.args.baud)
             self._pause(start + self.epochs * period)
+
+    @staticmethod
+    def _route(route: Route, period: float) -> tuple[float, float, float, float]:
+        speed = route.step(period)
+        return route.lat, route.lon, speed, route.course
+
+    @staticmethod
+    def _vehicle(car: tuple, utc: float) -> tuple[float, float, float, float, dict]:
+        """The simulated vehicle at the epoch's time (--vehicle), with the model's truth."""
+        drive, start = car
+        truth = drive.at(utc - start)
+        lat, lon, course = drive.track.position(truth.distance_m)
+        event = vehicle.truth_event(drive, utc)
+        return lat, lon, truth.speed_m_s * 3.6, course, {k: event[k] for k in ("distance_m", "laps", "lap_times_s")}
 
     def _pause(self, until: float) -> None:
         while (left := until - time.monotonic()) > 0:
@@ -221,6 +238,7 @@ def _arguments() -> argparse.ArgumentParser:
                    help="a real receiver's behaviour, on every epoch (repeatable; see QUIRKS)")
     add_fault_arguments(p, FAULTS, "epochs")
     p.add_argument("--events", action="store_true", help="print each epoch's truth and each fault as JSON")
+    vehicle.add_vehicle_arguments(p)
     return p
 
 

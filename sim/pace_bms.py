@@ -22,6 +22,7 @@ import time
 
 from common import pace
 from common.pace import commands, families
+from sim import vehicle
 from sim.battery import Battery
 from sim.faults import FaultPlan, add_fault_arguments
 from sim.port import SimPort, add_port_arguments, announce, serve, wire_seconds
@@ -94,6 +95,7 @@ class PaceDevice:
         self._thawed = True
         self._first_request_at: float | None = None
         self._started = time.monotonic()
+        self.vehicle = vehicle.drive_of(args, time.time())
 
     def serve(self) -> None:
         splitter = pace.FrameSplitter()
@@ -134,7 +136,7 @@ class PaceDevice:
         now = time.monotonic()
         if self._first_request_at is None:
             self._first_request_at = now
-        self.battery.advance((now - self._last_advance) * self.args.speedup)
+        self.battery.advance((now - self._last_advance) * self.args.speedup, self._vehicle_power(request))
         self._hold_current(now)
         self._last_advance = now
         self.replies += 1
@@ -204,6 +206,18 @@ class PaceDevice:
         if request.cid1 != cid1:
             return 0xE1
         return 0x01 if request.ver != families.VER_20 else None
+
+    def _vehicle_power(self, request: pace.Frame) -> float | None:
+        """The simulated vehicle's battery power now (--vehicle), its truth printed with each analog
+        reply (--events)."""
+        if self.vehicle is None:
+            return None
+        drive, start = self.vehicle
+        wall = time.time()
+        drive.at(wall - start)
+        if self.args.events and request.cid2 == 0x42:
+            announce(**vehicle.truth_event(drive, wall))
+        return drive.truth.power_w
 
     def _hold_current(self, now: float) -> None:
         """--current-a fixes every pack's current, until --idle-after-s, after which none flows."""
@@ -348,6 +362,7 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--freeze-for-s", type=float, default=15.0, help="how long the freeze lasts")
     p.add_argument("--dead", type=int, action="append", default=[], help="this address never answers")
     p.add_argument("--events", action="store_true", help="print each reply and fault as a JSON line")
+    vehicle.add_vehicle_arguments(p)
     return p
 
 

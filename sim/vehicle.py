@@ -19,6 +19,7 @@ G_M_S2 = 9.81
 AIR_KG_M3 = 1.2
 EARTH_RADIUS_M = 6_371_008.8
 STEP_S = 0.01
+MAX_CATCH_UP_S = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,16 @@ TRACKS = {
     # A 1.63 km loop: 500 m straights, 100 m bends (anticlockwise seen from above).
     "loop": Track("loop", True, 500.0, 100.0, (-12.4634, 130.8456), 90.0),
     "road": Track("road", False, 0.0, 0.0, (-12.4634, 130.8456), 45.0),
+    # A 0.46 km kart track: a lap in under half a minute, for tests that run in real time.
+    "kart": Track("kart", True, 150.0, 25.0, (-12.4634, 130.8456), 90.0),
 }
 
 # (seconds, km/h), linear between points; the last point is held.
 PROFILES = {
     "cruise": [(0.0, 0.0), (15.0, 60.0)],
     "city": [(0.0, 0.0), (10.0, 0.0), (18.0, 50.0), (60.0, 50.0), (66.0, 0.0), (80.0, 0.0)],
+    # Stands 5 s, drives 100 s (three laps of the kart track), brakes, stands.
+    "stint": [(0.0, 0.0), (5.0, 0.0), (25.0, 60.0), (105.0, 60.0), (111.0, 0.0)],
 }
 REPEATING = {"city": 80.0}  # profiles that start over after this many seconds
 
@@ -139,7 +144,8 @@ class Drive:
         self._lap_started: float | None = None
 
     def at(self, t: float) -> Truth:
-        """The state at ``t`` (not before the last asked: the model only moves forward)."""
+        """The state at ``t`` (not before the last asked: the model only moves forward; before 0
+        the car stands at the start)."""
         s = self.truth
         while s.t + STEP_S <= t + 1e-9:
             self._step(s.t + STEP_S)
@@ -174,3 +180,32 @@ class Drive:
             s.laps += 1
             s.lap_times_s = (*s.lap_times_s, crossed_at - self._lap_started)
         self._lap_started = crossed_at
+
+
+def add_vehicle_arguments(p) -> None:
+    """The options both simulators take to drive the same car: with the same ``--drive-start``
+    they agree on where it is and what it draws."""
+    p.add_argument("--vehicle", choices=sorted(VEHICLES), default=None,
+                   help="take speed, position and battery power from this simulated vehicle")
+    p.add_argument("--track", choices=sorted(TRACKS), default="loop", help="with --vehicle: where it drives")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="city", help="with --vehicle: how it drives")
+    p.add_argument("--drive-start", type=float, default=None,
+                   help="with --vehicle: the drive's t = 0 as POSIX time (default: when the simulator starts)")
+
+
+def drive_of(args, now_s: float) -> tuple[Drive, float] | None:
+    """(the drive, its start as POSIX time) when ``--vehicle`` was given."""
+    if args.vehicle is None:
+        return None
+    start = args.drive_start if args.drive_start is not None else now_s
+    if now_s - start > MAX_CATCH_UP_S:  # the model steps from t = 0: a start days ago would take hours
+        raise SystemExit(f"--drive-start {start:.0f} is more than {MAX_CATCH_UP_S / 3600:.0f} h ago")
+    return Drive(VEHICLES[args.vehicle], TRACKS[args.track], args.profile), start
+
+
+def truth_event(drive: Drive, at_s: float) -> dict:
+    """The model's truth as a simulator prints it with --events (``t``: POSIX time)."""
+    s = drive.truth
+    return {"event": "vehicle", "t": round(at_s, 3), "distance_m": round(s.distance_m, 3),
+            "energy_out_wh": round(s.energy_out_wh, 4), "energy_in_wh": round(s.energy_in_wh, 4),
+            "speed_km_h": round(s.speed_m_s * 3.6, 3), "laps": s.laps, "lap_times_s": [round(x, 3) for x in s.lap_times_s]}

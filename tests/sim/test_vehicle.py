@@ -76,3 +76,24 @@ def test_the_same_time_is_the_same_car_however_it_was_asked():
         one.at(t)
     other.at(333.33)
     assert one.truth == other.truth
+
+
+def test_the_battery_shares_the_vehicles_power_among_its_packs_within_the_sensors_range():
+    from sim.battery import Battery
+    battery = Battery(packs=2)
+    battery.advance(1.0, power_w=5000.0)
+    volts = [sum(p.cell_mv()) / 1000 for p in battery.packs]
+    assert [p.current_a for p in battery.packs] == [pytest.approx(-2500.0 / v, abs=0.6) for v in volts]
+    battery.advance(1.0, power_w=100_000.0)
+    assert all(p.current_a == -327.0 for p in battery.packs), "a PACE BMS's current ends at 327.67 A"
+
+
+def test_a_drive_start_too_long_ago_is_refused():
+    import argparse
+
+    from sim.vehicle import MAX_CATCH_UP_S, drive_of
+    args = argparse.Namespace(vehicle="small_ev", track="loop", profile="city", drive_start=0.0)
+    with pytest.raises(SystemExit, match="more than"):
+        drive_of(args, MAX_CATCH_UP_S + 1.0)
+    drive, start = drive_of(argparse.Namespace(**{**vars(args), "drive_start": None}), 1000.0)
+    assert start == 1000.0 and drive.truth.distance_m == 0
