@@ -24,6 +24,7 @@ VOLTS, FULL_AH = 51.2, 100.0
 
 
 def events(seconds: float, gps_hz: float, bms_s: float) -> list[tuple[float, str]]:
+    """(model time, "gps" or "bms") of every fix and BMS cycle, merged in time order."""
     fixes = [(0.037 + i / gps_hz, "gps") for i in range(int(seconds * gps_hz))]
     cycles = [(0.011 + i * bms_s, "bms") for i in range(int(seconds / bms_s))]
     return sorted(fixes + cycles)
@@ -43,10 +44,15 @@ def publish(drive: Drive, kind: str, t: float, ts: float, bms, gps) -> None:
         gps.publish("gps.fix", messages.GpsFix(valid=True, speed_km_h=s.speed_m_s * 3.6, course_deg=course, lat=lat,
                                                lon=lon, sats=9, hdop=0.8, fix_quality=1, gps_utc=ts), ts=ts)
         return
+    bms.publish("bms.snapshot", messages.BmsSnapshot(pack_count=1, packs=[pack_of(drive)]), ts=ts)
+
+
+def pack_of(drive: Drive) -> messages.Pack:
+    """The one pack as the BMS would report the model's battery now."""
+    s = drive.truth
     used_ah = (s.energy_out_wh - s.energy_in_wh) / VOLTS
-    pack = messages.Pack(pack=1, current_a=-s.power_w / VOLTS, voltage_v=VOLTS, power_w=-s.power_w,
+    return messages.Pack(pack=1, current_a=-s.power_w / VOLTS, voltage_v=VOLTS, power_w=-s.power_w,
                          remaining_ah=FULL_AH * 0.9 - used_ah, full_ah=FULL_AH, soc_pct=90 - used_ah)
-    bms.publish("bms.snapshot", messages.BmsSnapshot(pack_count=1, packs=[pack]), ts=ts)
 
 
 def main(svc: Service) -> None:

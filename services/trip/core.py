@@ -190,7 +190,7 @@ class Trip:
         self.trip = trip or Counters()
         self.total = total or Counters()
         self.laps = laps or Laps()
-        self._laps = None if settings.start_line is None else LapCounter(settings.start_line)
+        self._line = None if settings.start_line is None else LapCounter(settings.start_line)
         self._power: tuple[float, float] | None = None  # (t, W) of the last sample integrated from
         self._fix: tuple[float, float | None, float | None, float | None] | None = None  # t, speed, lat, lon
         self._recent: deque[tuple[float, float]] = deque()  # (trip km, trip net Wh)
@@ -278,8 +278,8 @@ class Trip:
         if dt <= self.settings.max_gap_s:
             return dt
         self._count_gap(which, dt)
-        if which == "gps" and self._laps is not None:
-            self._laps.forget()
+        if which == "gps" and self._line is not None:
+            self._line.forget()
             self.laps.started_t = None  # a lap with a hole in its track is no lap: the next crossing starts one
         return None
 
@@ -304,9 +304,9 @@ class Trip:
                 c.position_km += step_pos
 
     def _lap(self, t: float, lat: float | None, lon: float | None, before_km: float, before_wh: float) -> None:
-        if self._laps is None or lat is None or lon is None:
+        if self._line is None or lat is None or lon is None:
             return
-        crossed = self._laps.crossing(t, lat, lon)
+        crossed = self._line.crossing(t, lat, lon)
         if crossed is None:
             return
         at, f = crossed

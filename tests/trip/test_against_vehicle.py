@@ -1,31 +1,25 @@
 """The trip core fed by the simulated vehicle at the rates the readers publish (a BMS poll every
-0.33 s, GPS at 5 Hz), compared with the model's exact truth. The service-level version of these
-checks (real simulators, readers and the trip service) is the next step of the trip issue."""
+0.33 s, GPS at 5 Hz), compared with the model's exact truth (the same checks through the real
+simulators, readers and trip service: test_vehicle_sims.py)."""
 
 import pytest
 
-from common.messages import Pack
+from harness.vehicle_feed import events, pack_of
 from services.trip.core import Settings, StartLine, Trip
 from sim.vehicle import TRACKS, VEHICLES, Drive
-
-VOLTS, FULL_AH = 51.2, 100.0
 
 
 def run(vehicle, track, profile, seconds, gps_hz=5.0, bms_s=0.33, start_line=None, outage=None):
     """Fixes and BMS cycles at their own rates, at times that fall anywhere between the profile's
     breakpoints (as real ones do), merged in time order."""
     drive, trip = Drive(VEHICLES[vehicle], TRACKS[track], profile), Trip(Settings(start_line=start_line))
-    fixes = [(0.037 + i / gps_hz, "gps") for i in range(int(seconds * gps_hz))]
-    cycles = [(0.011 + i * bms_s, "bms") for i in range(int(seconds / bms_s))]
-    for t, kind in sorted(fixes + cycles):
+    for t, kind in events(seconds, gps_hz, bms_s):
         truth = drive.at(t)
         if kind == "gps":
             lat, lon, _ = drive.track.position(truth.distance_m)
             trip.fix(t, True, truth.speed_m_s * 3.6, lat, lon)
         elif not (outage and outage[0] <= t < outage[1]):
-            used_ah = (truth.energy_out_wh - truth.energy_in_wh) / VOLTS
-            trip.bms(t, [Pack(pack=1, current_a=-truth.power_w / VOLTS, voltage_v=VOLTS,
-                              remaining_ah=FULL_AH * 0.9 - used_ah, full_ah=FULL_AH)])
+            trip.bms(t, [pack_of(drive)])
     return drive.truth, trip
 
 
