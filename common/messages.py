@@ -194,7 +194,7 @@ class TripState(Data):
     bms_gap_s: Number = 0.0
     gps_gaps: int = 0
     gps_gap_s: Number = 0.0
-    laps: int = 0
+    laps: int | None = None  # None: no trip.start_line, so laps are unknown (not 0)
     last_lap_s: Number | None = None
     best_lap_s: Number | None = None
     last_lap_wh: Number | None = None

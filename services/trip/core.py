@@ -408,7 +408,7 @@ class Trip:
             "remaining_wh": self.remaining_wh, "power_w": self.power_w,
             "distance_source": source, "distance_note": note,
             "bms_gaps": c.bms_gaps, "bms_gap_s": c.bms_gap_s, "gps_gaps": c.gps_gaps, "gps_gap_s": c.gps_gap_s,
-            "laps": laps.count, "last_lap_s": laps.last_s, "best_lap_s": laps.best_s,
+            "laps": laps.count if self._line is not None else None, "last_lap_s": laps.last_s, "best_lap_s": laps.best_s,
             "last_lap_wh": laps.last_wh, "last_lap_wh_per_km": laps.last_wh_per_km,
             "total_distance_km": self.total.distance_km, "total_energy_out_wh": self.total.energy_out_wh,
             "total_energy_in_wh": self.total.energy_in_wh,

@@ -115,6 +115,7 @@ def test_distance_is_speed_over_time_checked_against_positions():
     assert s["distance_km"] == pytest.approx(1.0)
     assert trip.trip.position_km == pytest.approx(1.0, rel=1e-6)
     assert (s["distance_source"], s["distance_note"]) == ("speed", None)
+    assert s["laps"] is None, "no start line: laps unknown, not 0"
 
 
 def test_without_speed_the_positions_give_the_distance():
