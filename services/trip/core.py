@@ -13,7 +13,9 @@ with their times and persists its counters).
   disagree.
 * **Rates**: the trip average and the recent rate (the last ``recent_km``) are net energy (out
   less in) per km, None until ``min_rate_km`` and ``min_rate_wh`` have been seen. Range is the
-  packs' remaining energy (remaining Ah times voltage) at the recent rate.
+  packs' remaining energy (remaining Ah times voltage) at the recent rate. What one stream added
+  while the other was in a gap (distance with no energy, energy with no distance) is kept out of
+  the rates (``unrated_km``, ``unrated_wh``): a BMS outage must not make the car look frugal.
 * **Laps** (:class:`LapCounter`): a lap ends where the track crosses the start line in its
   heading's direction within its width; the crossing time is interpolated between fixes.
 """
@@ -64,6 +66,8 @@ class Counters:
     position_km: float = 0.0  # distance between fixes over the intervals speed was integrated on
     charged_standing_wh: float = 0.0  # of energy_in_wh, what came in while the car stood (a charger, the sun)
     speed_km: float = 0.0  # the part of distance_km from speed (the rest came from positions)
+    unrated_km: float = 0.0  # distance over a BMS gap: no energy is known for it
+    unrated_wh: float = 0.0  # net energy over a GPS gap: no distance is known for it
     started_ts: float | None = None
     active_ts: float | None = None  # when the car last moved or drew or took current
     bms_gaps: int = 0
@@ -80,6 +84,11 @@ class Counters:
         """Net energy the rates go by: a charge taken standing is not driving."""
         return self.net_wh + self.charged_standing_wh
 
+    @property
+    def rated(self) -> tuple[float, float]:
+        """(km, net Wh) over the intervals both the GPS and the BMS saw: what a rate divides."""
+        return self.distance_km - self.unrated_km, self.drive_net_wh - self.unrated_wh
+
 
 @dataclass
 class Laps:
@@ -91,6 +100,7 @@ class Laps:
     started_t: float | None = None  # the crossing that began the lap under way
     started_km: float = 0.0
     started_wh: float = 0.0
+    started_bms_gaps: int = 0  # a lap with a BMS gap in it has no energy figure
 
 
 def pack_power_w(packs: Iterable) -> float | None:
@@ -200,6 +210,8 @@ class Trip:
         self._speed_km_h: float | None = None
         self._current_a: float | None = None
         self._bms_t: float | None = None  # the newest BMS sample's time, for staleness
+        self._km_at_bms = self.trip.distance_km  # the trip's distance at the last BMS sample
+        self._wh_at_fix = self.trip.drive_net_wh  # its net energy at the last valid fix
 
     # -- input -------------------------------------------------------------------------------
 
@@ -216,6 +228,7 @@ class Trip:
         self._note_parked(t)
         self._power = (t, power)
         dt = self._interval(ref, t, "bms")
+        self._km_at_bms = self.trip.distance_km
         if dt is None:
             return
         out, into = split_energy_wh(ref[1], power, dt)
@@ -236,6 +249,7 @@ class Trip:
         self._note_parked(t)
         self._fix = (t, speed_km_h, lat, lon)
         dt = self._interval(ref, t, "gps")
+        self._wh_at_fix = self.trip.drive_net_wh
         if dt is None:
             return
         before_km, before_wh = self.trip.distance_km, self.trip.drive_net_wh
@@ -248,6 +262,7 @@ class Trip:
         self.trip = Counters(started_ts=now_ts)
         self.laps = Laps()
         self._recent.clear()
+        self._km_at_bms = self._wh_at_fix = 0.0
 
     def parked_too_long(self, t: float) -> bool:
         """Whether the car has stood (no speed, no current) for ``auto_reset_parked_h`` with a
@@ -273,15 +288,26 @@ class Trip:
         """Seconds to integrate over since the last sample; None after none, or across a gap
         (counted; a lap is not taken across it either)."""
         if last is None:
+            self._unrate(which)
             return None
         dt = t - last[0]
         if dt <= self.settings.max_gap_s:
             return dt
         self._count_gap(which, dt)
+        self._unrate(which)
         if which == "gps" and self._line is not None:
             self._line.forget()
             self.laps.started_t = None  # a lap with a hole in its track is no lap: the next crossing starts one
         return None
+
+    def _unrate(self, which: str) -> None:
+        """Since the last sample of ``which`` (or the start) the other stream went on alone: the
+        distance since the last BMS sample has no energy to go with it, the energy since the last
+        fix no distance."""
+        if which == "bms":
+            self.trip.unrated_km += self.trip.distance_km - self._km_at_bms
+        else:
+            self.trip.unrated_wh += self.trip.drive_net_wh - self._wh_at_fix
 
     def _count_gap(self, which: str, dt: float) -> None:
         for c in (self.trip, self.total):
@@ -316,20 +342,26 @@ class Trip:
         too_short = laps.started_t is not None and (at - laps.started_t < self.settings.min_lap_s
                                                     or km - laps.started_km < self.settings.min_lap_km)
         if laps.started_t is not None and not too_short:
-            laps.count += 1
-            laps.last_s = at - laps.started_t
-            laps.best_s = laps.last_s if laps.best_s is None else min(laps.best_s, laps.last_s)
-            laps.last_wh = wh - laps.started_wh
-            lap_km = km - laps.started_km
-            laps.last_wh_per_km = laps.last_wh / lap_km if lap_km > 0 else None
+            self._count_lap(at, km, wh)
         # A crossing too soon after the last (GPS jitter at the line, manoeuvring) moves the start
         # of the lap under way there: a car that stood just behind the line starts when it leaves.
         laps.started_t, laps.started_km, laps.started_wh = at, km, wh
+        laps.started_bms_gaps = self.trip.bms_gaps
+
+    def _count_lap(self, at: float, km: float, wh: float) -> None:
+        laps = self.laps
+        laps.count += 1
+        laps.last_s = at - laps.started_t
+        laps.best_s = laps.last_s if laps.best_s is None else min(laps.best_s, laps.last_s)
+        lap_km = km - laps.started_km
+        known = self.trip.bms_gaps == laps.started_bms_gaps
+        laps.last_wh = wh - laps.started_wh if known else None
+        laps.last_wh_per_km = laps.last_wh / lap_km if known and lap_km > 0 else None
 
     def _note_recent(self) -> None:
-        d = self.trip.distance_km
+        d, wh = self.trip.rated
         if not self._recent or d - self._recent[-1][0] >= RECENT_STEP_KM:
-            self._recent.append((d, self.trip.drive_net_wh))
+            self._recent.append((d, wh))
         while len(self._recent) > 1 and d - self._recent[1][0] >= self.settings.recent_km:
             self._recent.popleft()
 
@@ -350,13 +382,13 @@ class Trip:
         return wh / km
 
     def wh_per_km(self) -> float | None:
-        return self._rate(self.trip.distance_km, self.trip.drive_net_wh)
+        return self._rate(*self.trip.rated)
 
     def wh_per_km_recent(self) -> float | None:
         if not self._recent:
             return None
-        d0, e0 = self._recent[0]
-        return self._rate(self.trip.distance_km - d0, self.trip.drive_net_wh - e0)
+        (d0, e0), (d, e) = self._recent[0], self.trip.rated
+        return self._rate(d - d0, e - e0)
 
     def range_km(self) -> float | None:
         rate = self.wh_per_km_recent()

@@ -304,3 +304,45 @@ def test_a_car_standing_behind_the_line_starts_its_first_lap_when_it_crosses_for
         trip.fix(t, True, 37.7, lat, lon)
     s = trip.state()
     assert s["laps"] == 1 and s["last_lap_s"] == pytest.approx(60.0, abs=0.2), "not 2 minutes of standing"
+
+
+def test_a_bms_outage_does_not_make_the_car_look_frugal():
+    """Distance goes on while the BMS is lost and its energy is not known: that distance is kept
+    out of the rates, so the range after the outage is still the remaining energy at 100 Wh/km."""
+    trip = Trip(Settings(recent_km=5, max_gap_s=5))
+    for i in range(1001):  # 10 km at 36 km/h and 100 Wh/km; the BMS silent from 300 s to 600 s
+        t = float(i)
+        if not 300 < t < 600:
+            trip.bms(t, [pack(current_a=-3600.0 / 50)])
+        trip.fix(t, True, 36.0, north_of(LAT0, 10 * t), LON0)
+    s = trip.state()
+    assert (s["bms_gaps"], s["bms_gap_s"]) == (1, 300.0)
+    assert s["distance_km"] == pytest.approx(10.0) and s["energy_out_wh"] == pytest.approx(700, rel=0.01)
+    assert s["wh_per_km"] == pytest.approx(100, rel=0.01) and s["wh_per_km_recent"] == pytest.approx(100, rel=0.01)
+    assert s["range_km"] == pytest.approx(5000 / 100, rel=0.01)
+
+
+def test_a_fix_outage_does_not_make_the_car_look_thirsty_nor_does_energy_before_the_first_fix():
+    trip = Trip(Settings(recent_km=5, max_gap_s=5))
+    for i in range(1001):  # the car stands 100 s with the lights on before the GPS has a fix
+        t = float(i)
+        trip.bms(t, [pack(current_a=(-3600.0 if t >= 100 else -500.0) / 50)])
+        lost = t < 100 or 400 < t < 700
+        trip.fix(t, not lost, None if lost else 36.0, None if lost else north_of(LAT0, 10 * t), LON0)
+    s = trip.state()
+    assert s["gps_gaps"] == 1 and s["distance_km"] == pytest.approx(6.0)
+    assert s["wh_per_km"] == pytest.approx(100, rel=0.01) and s["wh_per_km_recent"] == pytest.approx(100, rel=0.01)
+
+
+def test_a_lap_with_a_bms_gap_in_it_has_a_time_but_no_energy():
+    trip = Trip(Settings(start_line=LINE, max_gap_s=5))
+    speed = 2 * math.pi * 100 / 60 * 3.6
+    for t, lat, lon in circle(60.0, 100.0, 0.0, 2.5, 5.0):
+        if not 70 <= t < 90:  # the second lap (from 61 s to 121 s) loses the BMS for 20 s
+            trip.bms(t, [pack(current_a=-20.0)])
+        trip.fix(t, True, speed, lat, lon)
+        if 100 < t < 101:
+            assert trip.state()["laps"] == 1 and trip.state()["last_lap_wh"] == pytest.approx(1000 / 60, rel=0.02)
+    s = trip.state()
+    assert s["laps"] == 2 and s["last_lap_s"] == pytest.approx(60.0, abs=0.2)
+    assert s["last_lap_wh"] is None and s["last_lap_wh_per_km"] is None
