@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from common import messages
+from common import clock, messages
 from common.messages import Message, MessageError
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ class Publisher:
         the caller, so it is not swallowed here.
         """
         seq = self._seq[topic]
-        body = messages.encode(topic, self.src, seq, time.time() if ts is None else ts, data)
+        body = messages.encode(topic, self.src, seq, clock.now() if ts is None else ts, data)
         self._sock.send_multipart([topic.encode("ascii"), body], copy=False)
         self._seq[topic] = seq + 1
         if self._on_publish:

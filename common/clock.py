@@ -126,3 +126,41 @@ class Clock:
     def _use(self, source: str, reason: str, ts: float) -> float:
         self.source, self.reason = source, reason
         return ts
+
+
+class Timebase:
+    """The time messages are stamped with: the system clock, or in a simulated drive run
+    ``speedup`` times faster than real time, the drive's time (``start_ts`` + the real time since
+    it, times ``speedup``). Only stamps follow it: timeouts, polling and the wire stay real."""
+
+    def __init__(self, speedup: float = 1.0, start_ts: float | None = None):
+        if speedup != 1.0 and start_ts is None:
+            raise ValueError("a speedup needs the drive's start")
+        self.speedup, self.start_ts = speedup, start_ts
+
+    def at(self, system_ts: float) -> float:
+        """The stamp for the system time ``system_ts``."""
+        if self.speedup == 1.0:
+            return system_ts
+        return self.start_ts + (system_ts - self.start_ts) * self.speedup
+
+    def now(self) -> float:
+        return self.at(time.time())
+
+    def real_s(self, stamp_s: float) -> float:
+        """How long ``stamp_s`` of stamped time takes in real time."""
+        return stamp_s / self.speedup
+
+
+_timebase = Timebase()
+
+
+def use_timebase(timebase: Timebase) -> None:
+    """Set the process's time base (the service runner does, from the ``simulation`` section)."""
+    global _timebase
+    _timebase = timebase
+
+
+def now() -> float:
+    """The time to stamp a message observed now with (the system clock outside a simulation)."""
+    return _timebase.now()

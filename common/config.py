@@ -262,6 +262,19 @@ class TripConfig(_Section):
     start_line: StartLineConfig | None = None
 
 
+class SimulationConfig(_Section):
+    """A simulated drive run faster than real time (the simulators' --speedup and --drive-start):
+    every service stamps its messages on the drive's time, so a 30-minute drive run at 10x takes
+    3 minutes and is measured as 30. For tests and demos; never set on a car."""
+
+    speedup: Annotated[float, msgspec.Meta(ge=1, le=1000)] = 1.0
+    start_ts: Annotated[float, msgspec.Meta(ge=0)] | None = None  # the drive's t = 0 (POSIX time)
+
+    def __post_init__(self) -> None:
+        if self.speedup != 1.0 and self.start_ts is None:
+            raise ValueError("simulation.start_ts: a speedup needs the drive's start (the simulators' --drive-start)")
+
+
 class GuiConfig(_Section):
     fps: Annotated[float, msgspec.Meta(ge=1, le=60)] = 10.0
     width: Annotated[int, msgspec.Meta(ge=320, le=7680)] = 800
@@ -280,6 +293,7 @@ class Config(_Section):
     tb_uplink: TbUplinkConfig = msgspec.field(default_factory=TbUplinkConfig)
     gui: GuiConfig = msgspec.field(default_factory=GuiConfig)
     trip: TripConfig = msgspec.field(default_factory=TripConfig)
+    simulation: SimulationConfig = msgspec.field(default_factory=SimulationConfig)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -437,6 +451,8 @@ _SECTIONS = {
     "gps_reader": GpsReaderConfig,
     "tb_uplink": TbUplinkConfig,
     "gui": GuiConfig,
+    "trip": TripConfig,
+    "simulation": SimulationConfig,
 }
 
 

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 
+from common import clock
 from common.service import VERBOSE
 
 
@@ -45,7 +46,7 @@ class LinkHealth:
         self.changed = True
 
     def ok(self) -> None:
-        self.last_ok_ts = time.time()
+        self.last_ok_ts = clock.now()
         self._failures = 0
         if self.state != "up":
             self.log.info("link up on %s", self.port)

@@ -32,8 +32,8 @@ from typing import NoReturn
 import msgspec
 
 from common import bus as busmod
+from common import clock, messages
 from common import config as configmod
-from common import messages
 from common.command import Commands
 
 TRACE = 5
@@ -159,6 +159,7 @@ def run(name: str, main: Callable[[Service], None] | None = None, *,
     except Unavailable as e:
         print(f"{name}: {e}", file=sys.stderr, flush=True)
         sys.exit(EXIT_CONFIG)
+    clock.use_timebase(clock.Timebase(config.simulation.speedup, config.simulation.start_ts))
     _setup_logging(name, logging.WARNING if quiet and config.debug_output == 0 else LOG_LEVELS[config.debug_output])
     bus = busmod.Bus(config.bus.max_message_bytes)
     svc = Service(name, config, args, bus)

@@ -48,6 +48,17 @@ def _interp(points: list[tuple[float, float]], x: float) -> float:
     return points[-1][1]
 
 
+def _ocv_integral(soc: float) -> float:
+    """The open-circuit voltage integrated over the state of charge from empty to ``soc`` (V)."""
+    total = 0.0
+    for (x0, y0), (x1, y1) in zip(_OCV, _OCV[1:]):
+        if soc <= x0:
+            break
+        x = min(soc, x1)
+        total += (x - x0) * (y0 + (y0 + (y1 - y0) * (x - x0) / (x1 - x0))) / 2
+    return total
+
+
 def drive_current(t: float) -> float:
     """Pack current (A) at time ``t`` s of the drive."""
     cycle, phase = divmod(t, CYCLE_S)
@@ -71,6 +82,14 @@ class SimPack:
     current_a: float = 0.0
     balancing: set[int] = field(default_factory=set)
     online: bool = True
+
+    def deliverable_wh(self) -> float:
+        """The energy this pack can still deliver down to empty at its present current: the
+        open-circuit curve from here to empty, less the IR drop, plus each cell's offset (the truth
+        a range estimate is measured against)."""
+        volts = sum(_ocv_integral(self.soc) + self.soc * (self.current_a * CELL_R_OHM + off / 1000)
+                    for off in self.offsets_mv)
+        return volts * self.full_ah
 
     def cell_mv(self) -> list[int]:
         ocv = _interp(_OCV, self.soc) * 1000
@@ -126,6 +145,9 @@ class Battery:
             low = min(mv)
             pack.balancing = ({c + 1 for c, v in enumerate(mv) if v >= BALANCE_START_MV and v - low >= BALANCE_DELTA_MV}
                               if pack.current_a > 0 else set())
+
+    def deliverable_wh(self) -> float:
+        return sum(p.deliverable_wh() for p in self.packs if p.online)
 
     def analog(self, index: int, tail: bytes = b"", design: bool = True, user_count: int = 3) -> AnalogPack:
         pack = self.packs[index]

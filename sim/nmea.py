@@ -20,6 +20,7 @@ import random
 import time
 from pathlib import Path
 
+from common.clock import Timebase
 from sim import vehicle
 from sim.faults import FaultPlan, add_fault_arguments
 from sim.port import add_port_arguments, announce, serve
@@ -157,8 +158,10 @@ class NmeaSource:
         self.port.wait_for_peer()
         route = Route(self.args.start_s)
         period = 1.0 / self.args.rate
-        start = time.monotonic()
-        first = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        start, wall = time.monotonic(), time.time()
+        # --speedup: the epochs' times (and the vehicle's) run that much faster from the drive's start.
+        timebase = Timebase(self.args.speedup, wall if self.args.drive_start is None else self.args.drive_start)
+        first = dt.datetime.fromtimestamp(timebase.at(wall), dt.UTC).replace(microsecond=0)
         if "leap" in self.args.quirk:
             first = first.replace(hour=23, minute=59, second=58)
         car = vehicle.drive_of(self.args, first.timestamp())
@@ -173,9 +176,9 @@ class NmeaSource:
             self.send_epoch(bodies, {"valid": True, "utc": now.timestamp(), "speed_km_h": round(knots * 1.852, 3),
                                      "lat": round(lat, 7), "lon": round(lon, 7), **extra})
             if "txt" in self.args.quirk:
-                self._pause(start + (self.epochs - 0.25) * period)  # after the burst and its quiet
+                self._pause(start + timebase.real_s((self.epochs - 0.25) * period))  # after the burst and its quiet
                 self.port.send(sentence("GPTXT,01,01,02,ANTSTATUS=OK"), self.args.baud)
-            self._pause(start + self.epochs * period)
+            self._pause(start + timebase.real_s(self.epochs * period))
 
     @staticmethod
     def _route(route: Route, period: float) -> tuple[float, float, float, float]:
@@ -232,6 +235,8 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="with --replay: epochs per second")
     p.add_argument("--loop", action="store_true", help="with --replay: start again at the end")
     p.add_argument("--rate", type=int, choices=(1, 5), default=1, help="route epochs per second")
+    p.add_argument("--speedup", type=float, default=1.0,
+                   help="the route's time runs this much faster (its epochs per second of its own time)")
     p.add_argument("--start-s", type=float, default=0.0, help="start this far into the drive (it stands still at first)")
     p.add_argument("--baud", type=int, default=9600, help="pace output at this rate (0 = no pacing)")
     p.add_argument("--quirk", action="append", choices=QUIRKS, default=[],

@@ -21,6 +21,7 @@ import random
 import time
 
 from common import pace
+from common.clock import Timebase
 from common.pace import commands, families
 from sim import vehicle
 from sim.battery import Battery
@@ -96,6 +97,8 @@ class PaceDevice:
         self._first_request_at: float | None = None
         self._started = time.monotonic()
         self.vehicle = vehicle.drive_of(args, time.time())
+        # The vehicle's time runs --speedup times faster from its start, as the battery's does.
+        self.timebase = Timebase(args.speedup, self.vehicle[1]) if self.vehicle else None
 
     def serve(self) -> None:
         splitter = pace.FrameSplitter()
@@ -213,10 +216,10 @@ class PaceDevice:
         if self.vehicle is None:
             return None
         drive, start = self.vehicle
-        wall = time.time()
-        drive.at(wall - start)
+        stamp = self.timebase.now()
+        drive.at(stamp - start)
         if self.args.events and request.cid2 == 0x42:
-            announce(**vehicle.truth_event(drive, wall))
+            announce(**vehicle.truth_event(drive, stamp), deliverable_wh=round(self.battery.deliverable_wh(), 2))
         return drive.truth.power_w
 
     def _hold_current(self, now: float) -> None:
@@ -334,7 +337,8 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=9600, help="pace replies at this rate (0 = no pacing)")
     p.add_argument("--response-delay-ms", type=float, default=20.0, help="delay between request and reply")
     p.add_argument("--address", type=int, default=1, help="this BMS's DIP address (ADR of replies)")
-    p.add_argument("--speedup", type=float, default=1.0, help="battery time runs this much faster")
+    p.add_argument("--speedup", type=float, default=1.0,
+                   help="battery time (and with --vehicle the drive's) runs this much faster")
     p.add_argument("--freeze", action="store_true", help="keep every value constant")
     add_fault_arguments(p, FAULTS, "replies")
     p.add_argument("--fault-command", type=lambda x: int(x, 16), default=None, help="only replies to this CID2 (hex)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from common import messages, pace
+from common import clock, messages, pace
 from common.clock import Clock, ntp_synced
 from common.device import DeviceReader, NoReply, PortLost, TransportError
 from common.pace import commands, families
@@ -203,7 +203,7 @@ class BmsReader(DeviceReader):
             echoed = reply.count_byte if 1 <= reply.count_byte <= 15 else 1
             into[ask.adr if self.schedule.per_address else echoed] = reply.packs[0]
         if ask.command.block == "analog":
-            cycle.analog_ts = cycle.analog_ts or time.time()
+            cycle.analog_ts = cycle.analog_ts or clock.now()
             if reply.is_count:
                 cycle.pack_count = len(reply.packs)
 
@@ -268,7 +268,7 @@ class BmsReader(DeviceReader):
 
     def _update_config(self, cycle: Cycle) -> None:
         for address, settings in cycle.config.items():
-            self.config[address] = messages.PackConfig(address=address, settings=settings, read_ts=time.time())
+            self.config[address] = messages.PackConfig(address=address, settings=settings, read_ts=clock.now())
         if cycle.config or (self.config and time.monotonic() - self.config_sent_at >= INFO_PUBLISH_S):
             self.pub.publish("bms.config", messages.BmsConfig(
                 packs=[self.config[a] for a in sorted(self.config)], unsupported=sorted(self.schedule.unsupported)))

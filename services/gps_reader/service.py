@@ -118,7 +118,7 @@ class GpsReader(DeviceReader):
                 current = self.epochs.current
                 self.source.pace(closed.time, current.time if current else None, self.sleep)
         if self.epochs.current.started_at is None:
-            self.epochs.current.started_at = time.time()
+            self.epochs.current.started_at = clock.now()
         if self.epochs.complete and not isinstance(self.source, FileSource):
             # The receiver's cycle has ended: publish now, not after the quiet window. (A log
             # file is paced by its epochs' times, which needs the next epoch's start.)

@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from common import clock, messages
 from common import config as configmod
-from common import messages
 from common.health import Every
 from common.service import Service
 from services.trip.core import Counters, Laps, Settings, StartLine, Trip
@@ -34,16 +34,16 @@ def settings(cfg: configmod.TripConfig) -> Settings:
 def restored(saved, s: Settings) -> Trip:
     """The counters as saved; what another version wrote keeps at least the totals' known fields."""
     if not isinstance(saved, dict) or not saved:
-        return Trip(s, Counters(started_ts=time.time()))
+        return Trip(s, Counters(started_ts=clock.now()))
     try:
         return Trip(s, Counters(**saved["trip"]), Counters(**saved["total"]), Laps(**saved["laps"]))
     except (KeyError, TypeError):
         total = saved.get("total")
         keep = {k: v for k, v in total.items() if k in Counters.__dataclass_fields__} if isinstance(total, dict) else {}
         try:
-            return Trip(s, Counters(started_ts=time.time()), Counters(**keep))
+            return Trip(s, Counters(started_ts=clock.now()), Counters(**keep))
         except TypeError:
-            return Trip(s, Counters(started_ts=time.time()))
+            return Trip(s, Counters(started_ts=clock.now()))
 
 
 class TripService:
@@ -56,9 +56,9 @@ class TripService:
         if self.store.error:
             svc.log.error("%s", self.store.error)
         self.trip = restored(self.store.saved, settings(cfg))
-        if self.trip.parked_too_long(time.time()):  # before any message can say the car is awake
+        if self.trip.parked_too_long(clock.now()):  # before any message can say the car is awake
             svc.log.info("new trip: parked for %g h", cfg.auto_reset_parked_h)
-            self.trip.reset(time.time())
+            self.trip.reset(clock.now())
         self.lock = threading.Lock()
         self._latest: tuple[float, float] | None = None  # (newest message ts, monotonic time it came)
         self.pub = svc.publisher()
@@ -68,7 +68,7 @@ class TripService:
 
     def _reset(self, args: dict) -> dict:
         with self.lock:
-            self.trip.reset(time.time())
+            self.trip.reset(clock.now())
             self.store.save(self.trip.saved())
             self.svc.log.info("new trip (by command)")
             return {"trip_started_ts": self.trip.trip.started_ts}
@@ -95,7 +95,7 @@ class TripService:
         """Now on the publishers' clock: the newest message's stamp plus the time since it came
         (the wall clock before any), so a replay at speed is judged on its own time."""
         if self._latest is None:
-            return time.time()
+            return clock.now()
         ts, at = self._latest
         return ts + time.monotonic() - at
 
@@ -112,7 +112,7 @@ class TripService:
         now = self._now()
         if self.trip.parked_too_long(now):
             self.svc.log.info("new trip: parked for %g h", self.svc.section.auto_reset_parked_h)
-            self.trip.reset(time.time())
+            self.trip.reset(clock.now())
         self.store.save(self.trip.saved())
         if self.store.state == "failed":
             self.svc.log.warning("%s", self.store.error)
