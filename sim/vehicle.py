@@ -103,13 +103,25 @@ TRACKS = {
     "kart": Track("kart", True, 150.0, 25.0, (-12.4634, 130.8456), 90.0),
 }
 
-# (seconds, km/h), linear between points; the last point is held.
+def _half_hour() -> list[tuple[float, float]]:
+    """15 minutes at 60 km/h, five slowdowns to 20 km/h and back (regeneration), a stop."""
+    points = [(0.0, 0.0), (20.0, 0.0), (80.0, 60.0), (960.0, 60.0)]
+    t = 960.0
+    for _ in range(5):
+        points += [(t + 40, 20.0), (t + 80, 60.0), (t + 140, 60.0)]
+        t += 140
+    return [*points, (t + 60, 0.0)]
+
+
+# (seconds, km/h) with eased changes between points (no jump in acceleration, as no car has one); the
+# last point is held.
 PROFILES = {
     "cruise": [(0.0, 0.0), (15.0, 60.0)],
     "city": [(0.0, 0.0), (10.0, 0.0), (18.0, 50.0), (60.0, 50.0), (66.0, 0.0), (80.0, 0.0)],
     # Stands 5 s, drives about 1.5 km (three laps of the kart track), brakes gently, stands. The
     # ramps are gentle so that one pack's current stays within what a PACE BMS reports.
     "stint": [(0.0, 0.0), (5.0, 0.0), (30.0, 60.0), (100.0, 60.0), (112.0, 0.0)],
+    "half_hour": _half_hour(),
 }
 REPEATING = {"city": 80.0}  # profiles that start over after this many seconds
 
@@ -120,7 +132,8 @@ def profile_speed_m_s(profile: str, t: float) -> float:
         t %= REPEATING[profile]
     for (t0, v0), (t1, v1) in zip(points, points[1:]):
         if t <= t1:
-            return (v0 + (v1 - v0) * (max(t, t0) - t0) / (t1 - t0)) / 3.6
+            eased = (1 - math.cos(math.pi * (max(t, t0) - t0) / (t1 - t0))) / 2
+            return (v0 + (v1 - v0) * eased) / 3.6
     return points[-1][1] / 3.6
 
 
@@ -209,4 +222,4 @@ def truth_event(drive: Drive, at_s: float) -> dict:
     s = drive.truth
     return {"event": "vehicle", "t": round(at_s, 3), "distance_m": round(s.distance_m, 3),
             "energy_out_wh": round(s.energy_out_wh, 4), "energy_in_wh": round(s.energy_in_wh, 4),
-            "speed_km_h": round(s.speed_m_s * 3.6, 3), "laps": s.laps, "lap_times_s": [round(x, 3) for x in s.lap_times_s]}
+            "speed_km_h": round(s.speed_m_s * 3.6, 3), "power_w": round(s.power_w, 2), "laps": s.laps, "lap_times_s": [round(x, 3) for x in s.lap_times_s]}

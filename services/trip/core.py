@@ -13,7 +13,9 @@ with their times and persists its counters).
   disagree.
 * **Rates**: the trip average and the recent rate (the last ``recent_km``) are net energy (out
   less in) per km, None until ``min_rate_km`` and ``min_rate_wh`` have been seen. Range is the
-  packs' remaining energy (remaining Ah times voltage) at the recent rate. What one stream added
+  packs' remaining energy (remaining Ah times voltage) at the recent rate; an LFP pack's voltage
+  falls towards empty, so that reads about 2 % long at 60 % charge and 6 % at 10 % (the curve
+  below its present charge is not known here). What one stream added
   while the other was in a gap (distance with no energy, energy with no distance) is kept out of
   the rates (``unrated_km``, ``unrated_wh``): a BMS outage must not make the car look frugal.
 * **Laps** (:class:`LapCounter`): a lap ends where the track crosses the start line in its

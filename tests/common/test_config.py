@@ -46,6 +46,8 @@ BAD = [
     ("alias-bomb", ALIAS_BOMB, "aliases"),
     ("deep-nesting", DEEP_NESTING, "nested deeper"),
     ("huge-value", HUGE_VALUE, "bms_reader.bms_port"),
+    ("speedup-without-start", "simulation:\n  speedup: 8\n", "simulation.start_ts"),
+    ("speedup-below-one", "simulation:\n  speedup: 0.5\n  start_ts: 1\n", "simulation.speedup = 0.5"),
 ]
 
 

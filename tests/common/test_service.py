@@ -19,3 +19,13 @@ def test_service_stops_cleanly_on_a_signal(tmp_path, spawn, service, sig):
     child.signal(sig)
     assert child.wait(60) == 0, child.text()
     assert any(f"{service} stopped" in line for line in child.text("err"))
+
+
+def test_a_simulated_drive_stamps_on_its_own_time_and_the_system_clock_otherwise():
+    from common.clock import Timebase
+    assert Timebase().at(1000.0) == 1000.0
+    drive = Timebase(8.0, 1000.0)
+    assert drive.at(1000.0) == 1000.0 and drive.at(1010.0) == 1080.0 and drive.at(999.0) == 992.0
+    assert drive.real_s(16.0) == 2.0
+    with pytest.raises(ValueError):
+        Timebase(8.0)
