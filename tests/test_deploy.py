@@ -14,7 +14,11 @@ UNITS = sorted((REPO / "deploy/systemd").glob("*.service"))
 
 def test_every_unit_runs_an_existing_module_with_absolute_paths_and_restarts():
     assert {u.name for u in UNITS} == {"pace-bms-reader.service", "pace-gps-reader.service",
-                                       "pace-tb-uplink.service", "pace-gui.service"}
+                                       "pace-tb-uplink.service", "pace-trip.service", "pace-gui.service"}
+    target = configparser.ConfigParser(strict=False, interpolation=None)
+    target.read_string((REPO / "deploy/systemd/pace-telemetry.target").read_text())
+    # The display is left out: a headless car starts the target alone (README).
+    assert set(target["Unit"]["Wants"].split()) == {u.name for u in UNITS} - {"pace-gui.service"}
     for unit in UNITS:
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.read_string(unit.read_text())
