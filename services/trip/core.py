@@ -212,6 +212,7 @@ class Trip:
         self._speed_km_h: float | None = None
         self._current_a: float | None = None
         self._bms_t: float | None = None  # the newest BMS sample's time, for staleness
+        self._online: frozenset[int] | None = None  # the packs online in the last BMS sample
         self._km_at_bms = self.trip.distance_km  # the trip's distance at the last BMS sample
         self._wh_at_fix = self.trip.drive_net_wh  # its net energy at the last valid fix
 
@@ -221,7 +222,12 @@ class Trip:
         ref = self._reference(self._power, t, "bms")
         if ref is False:
             return
-        power = pack_power_w(packs)
+        online = frozenset(p.pack for p in packs if p.online)
+        # A pack that was online and drops out is unknown for this sample, not a pack drawing
+        # nothing: the next sample spans it (a blip), or starts from the packs still there.
+        dropped = self._online is not None and not online >= self._online
+        self._online = online
+        power = None if dropped else pack_power_w(packs)
         self.power_w, self._bms_t, self._current_a = power, t, pack_current_a(packs)
         self.remaining_wh, self.full_wh = pack_energy_wh(packs)
         if power is None:  # unknown: the next known sample spans the interval, or counts the gap

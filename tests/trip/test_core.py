@@ -346,3 +346,18 @@ def test_a_lap_with_a_bms_gap_in_it_has_a_time_but_no_energy():
     s = trip.state()
     assert s["laps"] == 2 and s["last_lap_s"] == pytest.approx(60.0, abs=0.2)
     assert s["last_lap_wh"] is None and s["last_lap_wh_per_km"] is None
+
+
+def test_a_pack_that_drops_out_for_a_cycle_is_unknown_not_zero():
+    blip, gone = Trip(Settings(max_gap_s=5)), Trip(Settings(max_gap_s=5))
+    for t in range(101):  # two packs at 1 kW each; pack 2 is not reported at 50 s (and, for gone, after)
+        both = [pack(current_a=-20.0), pack(current_a=-20.0, number=2)]
+        missing = [both[0], pack(None, None, None, None, number=2, online=False)]
+        blip.bms(float(t), missing if t == 50 else both)
+        gone.bms(float(t), missing if t >= 50 else both)
+    assert blip.state()["energy_out_wh"] == pytest.approx(2000 * 100 / 3600)
+    assert blip.state()["bms_gaps"] == 0
+    s = gone.state()
+    assert s["energy_out_wh"] == pytest.approx((2000 * 49 + 1500 * 2 + 1000 * 49) / 3600), \
+        "both packs to 49 s, then the one left (the interval over the drop shared)"
+    assert s["bms_gaps"] == 0
