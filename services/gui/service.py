@@ -3,8 +3,9 @@
 Dear PyGui's own loop redraws as fast as it can (both cores under Mesa's software renderer), so
 this loop renders one frame, then sleeps to the next frame time. A bad message is counted by the
 subscriber and skipped; an error while drawing is logged, counted and shown, and the next frame
-draws again: the display never freezes on old values. Without a display the service says so and
-exits with status 2 (Dear PyGui would abort the process).
+draws again: the display never freezes on old values. Without a display, or with an OpenGL older than
+Dear PyGui needs (services/gui/glprobe.py), the service says so in one line and exits with status 2
+(Dear PyGui would abort the process).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from pathlib import Path
 from common import command
 from common.health import Every
 from common.service import Service, Unavailable
-from services.gui.viewmodel import ViewModel
+from common.viewmodel import TOPICS, ViewModel
 
-TOPICS = ["bms.snapshot", "bms.link", "bms.config", "gps.fix", "gps.link", "uplink.status", "trip.state"]
 # --screenshot waits until every topic has been seen (or the longer bound has passed), and at least
 # the shorter one, so that the pictures show live values and a settled layout.
 SCREENSHOT_AFTER_S = 3.0
@@ -61,7 +61,12 @@ def require_display(_config) -> None:
     why = display_available()
     if why:
         raise Unavailable(f"no display: {why}; run it on the car's screen, under Xvfb, "
-                          "or use another viewer (python -m common.tap)")
+                          "or use another viewer (python -m services.tui)")
+    from services.gui.glprobe import gl_problem
+
+    problem = gl_problem()
+    if problem:
+        raise Unavailable(problem)
 
 
 def main(svc: Service) -> None:

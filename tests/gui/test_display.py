@@ -104,7 +104,17 @@ def test_without_a_display_the_gui_says_so_and_exits_2(spawn, tmp_path):
     gui = spawn(python_module("services.gui", "--config", cfg), env={"DISPLAY": ""})
     assert gui.wait(60) == 2
     assert gui.text("err") == ["gui: no display: DISPLAY is not set; run it on the car's screen, under Xvfb, "
-                               "or use another viewer (python -m common.tap)"]
+                               "or use another viewer (python -m services.tui)"]
+
+
+def test_an_opengl_too_old_for_dear_pygui_is_one_line_and_exit_2_not_an_abort(spawn, tmp_path, xvfb):
+    # As on a Raspberry Pi 0-3 (VC4: OpenGL 2.1), where Dear PyGui aborts inside GLFW (SIGABRT).
+    cfg = write_config(tmp_path / "c.yaml")
+    gui = spawn(python_module("services.gui", "--config", cfg), env={**xvfb.env(), "MESA_GL_VERSION_OVERRIDE": "2.1"})
+    assert gui.wait(60) == 2, gui.text()
+    lines = gui.text("err")
+    assert len(lines) == 1 and "refuses an OpenGL 3.0 context" in lines[0] and "Raspberry Pi 4 or 5" in lines[0], lines
+    assert "python -m services.tui" in lines[0]
 
 
 def test_gui_stops_cleanly_on_sigterm(spawn, tmp_path, xvfb):
