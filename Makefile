@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # software GL (libgl1-mesa-dri): the GUI in a real window on machines without a screen; gpsd: the
 # gps_reader is also tested against the real daemon; faketime: the uplink's clock rules; xdotool: a
 # test presses the display's buttons as a finger would.
-DEBS_TEST := mosquitto mosquitto-clients xvfb xauth libgl1-mesa-dri libgl1 fonts-dejavu-core gpsd faketime xdotool
+DEBS_TEST := mosquitto mosquitto-clients xvfb xauth libgl1-mesa-dri libgl1 fonts-dejavu-core gpsd faketime xdotool tmux
 DEBS_DEMO := mosquitto fonts-dejavu-core
 
 .PHONY: demo test check bench soak screenshots venv debs-test debs-demo clean

@@ -14,7 +14,7 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 
 from common.fields import BY_KEY
-from services.gui.viewmodel import BLACK, CYAN, GREEN, GREY, ORANGE, RED, WHITE, YELLOW, View
+from common.viewmodel import BLACK, CYAN, GREEN, GREY, ORANGE, RED, WHITE, YELLOW, View
 
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts/dejavu")
 THEMES = {

@@ -4,8 +4,8 @@ import msgspec
 import pytest
 
 from common import messages as m
+from common.viewmodel import CYAN, GREEN, GREY, ORANGE, RED, YELLOW, ViewModel, temp_labels
 from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
-from services.gui.viewmodel import CYAN, GREEN, GREY, ORANGE, RED, YELLOW, ViewModel, temp_labels
 
 
 def msg(topic, data):
@@ -79,7 +79,9 @@ def test_multi_pack_vehicle_view():
     assert view.voltage.text == f"{(p1.voltage_v + p2.voltage_v) / 2:.1f} V"
     assert view.cell_min.text == f"{p1.cell_min_mv} mV P1" and view.cell_max.text == f"{p2.cell_max_mv} mV P2"
     assert view.cell_delta.text == f"{p2.cell_max_mv - p1.cell_min_mv} mV"
-    assert view.temp_max.text == "30.1 °C P1" and [p.number for p in view.packs] == [1, 2]
+    # The cell sensors (the field table's cell_max_temp), not the 30.1 °C MOSFET: labelled "Temp max".
+    assert view.temp_max.text == "23.5 °C P1" and view.temp_min.text == "21.0 °C P1"
+    assert [p.number for p in view.packs] == [1, 2]
     assert view.packs[1].summary.startswith("P2  48%")
 
 
@@ -188,7 +190,7 @@ def test_impossible_values_are_unknown_not_drawn():
 
 def test_settings_lines_name_units_and_never_trip_on_odd_values():
     from common.messages import BmsConfig, Message, PackConfig
-    from services.gui.viewmodel import settings_lines
+    from common.viewmodel import settings_lines
     config = BmsConfig(packs=[PackConfig(address=2, settings={
         "balancing": {"balancing_threshold_mv": 3400, "balancing_delta_mv": "x"},
         "mos_overtemp": {"reserved_1": 1, "mos_overtemp_alarm_c": 90.0}})], unsupported=["sleep"])
@@ -196,3 +198,21 @@ def test_settings_lines_name_units_and_never_trip_on_odd_values():
     assert lines == ["(from the BMS at address 2)", "Balancing: threshold 3400 mV, delta -- mV",
                      "Mos overtemp: alarm 90.0 °C", "Not supported: sleep"]
     assert settings_lines(None, 1) == []
+
+
+def test_the_worst_alarm_in_full_with_a_count_of_the_rest_and_all_by_priority():
+    one = quiet(uplink_pack(1), warnings=["cell_high_voltage", "low_power"])
+    two = quiet(uplink_pack(2), protections=["discharge_overcurrent"], faults=["ntc_fault"])
+    view = model(("bms.snapshot", snapshot(one, two))).view(100.1)
+    assert view.alarm.text == "FAULT: P2 ntc fault  +3 more" and view.alarm.colour == RED
+    assert view.alarms == [("fault", "P2 ntc fault"), ("protection", "P2 discharge overcurrent"),
+                           ("warning", "P1 cell high voltage"), ("warning", "P1 low power")]
+    single = model(("bms.snapshot", snapshot(quiet(uplink_pack(1), warnings=["low_power"])))).view(100.1)
+    assert single.alarm.text == "WARNING: low power"
+
+
+def test_a_lost_bms_says_its_alarms_are_unknown_not_that_there_are_none():
+    vm = model(("bms.snapshot", snapshot(quiet(uplink_pack(1)))))
+    assert vm.view(100.1).alarm.text == "no alarms" and vm.view(100.1).banner.text == "no alarms"
+    lost = vm.view(130.0)
+    assert lost.alarm.text == lost.banner.text == "BMS lost: alarms unknown" and lost.alarm.stale

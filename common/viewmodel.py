@@ -1,4 +1,5 @@
-"""What the driver's display shows, computed from the latest bus messages (pure; no display).
+"""What a driver's viewer shows (the display, services/gui, and the terminal viewer, services/tui),
+computed from the latest bus messages (pure; no display).
 
 ``ViewModel.update(message, at)`` takes each bus message with its arrival time (monotonic s);
 ``ViewModel.view(now)`` returns every text, number and colour the screen shows. The Dear PyGui
@@ -30,6 +31,8 @@ from common import fields
 from common.fields import BY_KEY
 from common.messages import GpsFix, Message, Pack
 
+# What a viewer subscribes to.
+TOPICS = ["bms.snapshot", "bms.link", "bms.config", "gps.fix", "gps.link", "uplink.status", "trip.state"]
 STALE_PERIODS = 3.0
 MIN_PERIOD_S = 1.0
 FLASH_S = 3.0
@@ -42,6 +45,8 @@ RED, ORANGE, YELLOW = (235, 45, 45), (255, 140, 0), (255, 215, 0)
 GREEN, CYAN = (40, 200, 70), (0, 190, 255)
 SEVERITY_COLOURS = {"fault": RED, "protection": ORANGE, "warning": YELLOW}
 STATE_COLOURS = {"up": GREEN, "connecting": YELLOW, "down": RED}
+SEVERITIES = ("fault", "protection", "warning")  # worst first
+STALE_ALARMS = "BMS lost: alarms unknown"
 # fully_charged sits in a protection byte but is no alarm for a driver.
 NOT_ALARMS = {"fully_charged"}
 
@@ -98,6 +103,8 @@ class View:
     trend_at: float = 0.0
     range: Shown = field(default_factory=lambda: Shown("--"))  # trip computer: range at the recent rate
     rate: Shown = field(default_factory=lambda: Shown("--"))  # and the recent Wh/km
+    alarm: Shown = field(default_factory=lambda: Shown("--"))  # the worst alarm in full, "+N more"
+    alarms: list[tuple[str, str]] = field(default_factory=list)  # (severity, what), worst first
 
 
 def _unit(key: str) -> str:
@@ -190,8 +197,10 @@ class ViewModel:
         power_colour = {"charging": CYAN, "discharging": ORANGE}.get(power_state)
         cell_min, cell_min_pack = _extreme(online, lambda p: known(p.cell_min_mv, 0), min)
         cell_max, cell_max_pack = _extreme(online, lambda p: known(p.cell_max_mv, 0), max)
-        temp_min, temp_min_pack = _extreme(online, lambda p: min(p.temps_c) if p.temps_c else None, min)
-        temp_max, temp_max_pack = _extreme(online, lambda p: max(p.temps_c) if p.temps_c else None, max)
+        # The cell sensors, as the field table's rows these are labelled from (the MOSFET and
+        # environment sensors are on the detail page).
+        temp_min, temp_min_pack = _extreme(online, BY_KEY["cell_min_temp"].get, min)
+        temp_max, temp_max_pack = _extreme(online, BY_KEY["cell_max_temp"].get, max)
         multi = len(packs) > 1
 
         def where(pack: int | None) -> str:
@@ -211,6 +220,8 @@ class ViewModel:
             temp_min=shown(temp_min, "{:.1f} °C" + where(temp_min_pack)),
             temp_max=shown(temp_max, "{:.1f} °C" + where(temp_max_pack)),
             banner=self._banner(packs, bms_stale),
+            alarm=self._worst(packs, bms_stale),
+            alarms=alarm_list(packs),
             banner_flash=now < self._flash_until and int((now - self._flash_until) * 4) % 2 == 0,
             health=self._health(now),
             queued=self._queued(now),
@@ -248,20 +259,37 @@ class ViewModel:
             return Shown(text, GREY, True)
         return Shown(text)
 
-    def _banner(self, packs: list[Pack], stale: bool) -> Shown:
+    @staticmethod
+    def _no_alarm(packs: list[Pack], stale: bool) -> Shown | None:
+        """What the alarm area says when it cannot name an alarm, or None when it can."""
         if not packs:
             return Shown("no battery data", GREY, True)
+        if stale:  # the last alarms seen may have cleared or worsened since
+            return Shown(STALE_ALARMS, GREY, True)
+        if not alarm_list(packs):
+            return Shown("no alarms" if any(p.warnings is not None for p in packs) else "alarm state unknown")
+        return None
+
+    def _banner(self, packs: list[Pack], stale: bool) -> Shown:
+        instead = self._no_alarm(packs, stale)
+        if instead is not None:
+            return instead
         found: dict[str, list[str]] = {"fault": [], "protection": [], "warning": []}
-        for p in packs:
-            prefix = f"P{p.pack} " if len(packs) > 1 else ""
-            for kind, names in _alarm_lists(p):
-                found[kind] += [prefix + n.replace("_", " ") for n in names]
-        severity = next((k for k in ("fault", "protection", "warning") if found[k]), None)
-        if severity is None:
-            text = "no alarms" if any(p.warnings is not None for p in packs) else "alarm state unknown"
-            return Shown(text, GREY if stale else None, stale)
+        for kind, what in alarm_list(packs):
+            found[kind].append(what)
+        severity = next(k for k in SEVERITIES if found[k])
         text = "  |  ".join(f"{k.upper()}: {', '.join(v)}" for k, v in found.items() if v)
-        return Shown(text, GREY if stale else SEVERITY_COLOURS[severity], stale)
+        return Shown(text, SEVERITY_COLOURS[severity])
+
+    def _worst(self, packs: list[Pack], stale: bool) -> Shown:
+        """The worst alarm in full and how many more there are (the full list is ``alarms``)."""
+        instead = self._no_alarm(packs, stale)
+        if instead is not None:
+            return instead
+        alarms = alarm_list(packs)
+        kind, what = alarms[0]
+        more = f"  +{len(alarms) - 1} more" if len(alarms) > 1 else ""
+        return Shown(f"{kind.upper()}: {what}{more}", SEVERITY_COLOURS[kind])
 
     def _health(self, now: float) -> list[Health]:
         out = []
@@ -324,6 +352,16 @@ def _extreme(packs: list[Pack], get, pick) -> tuple[float | None, int | None]:
         return None, None
     best = pick(values, key=lambda item: item[0])
     return best
+
+
+def alarm_list(packs: list[Pack]) -> list[tuple[str, str]]:
+    """Every alarm of the packs as (severity, what), faults first, then protections, warnings."""
+    found = []
+    for p in packs:
+        prefix = f"P{p.pack} " if len(packs) > 1 else ""
+        for kind, names in _alarm_lists(p):
+            found += [(kind, prefix + n.replace("_", " ")) for n in names]
+    return sorted(found, key=lambda a: SEVERITIES.index(a[0]))
 
 
 def temp_labels(count: int) -> list[str]:
