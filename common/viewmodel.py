@@ -2,8 +2,10 @@
 computed from the latest bus messages (pure; no display).
 
 ``ViewModel.update(message, at)`` takes each bus message with its arrival time (monotonic s);
-``ViewModel.view(now)`` returns every text, number and colour the screen shows. The Dear PyGui
-view only draws that, so all display logic is tested here without a window.
+``ViewModel.view(now)`` returns every text and number the screen shows, each with its level (what
+it means: normal, good, charging, caution, warning, alarm, stale, inactive); a theme gives each
+level its colour (services/gui/themes.py), so the view model never says what colour a thing is.
+The viewers only draw that, so all display logic is tested here without a window.
 
 Rules:
 * Unknown is "--", never 0, and so is a number that cannot be true (not finite, a negative
@@ -14,8 +16,10 @@ Rules:
 * Several packs make one vehicle view: current and power add up, voltage is the mean (packs in
   parallel), SOC is remaining / full over all online packs, cell and temperature extremes are the
   worst of any pack (with its number).
-* Alarms: faults > protections > warnings by severity; the banner names them all and flashes
-  for FLASH_S when one appears that was not there before.
+* Alarms: faults (alarm) > protections (warning) > warnings (caution); the banner names them all
+  and flashes for FLASH_S when one appears that was not there before; ``alarm`` is the worst in
+  full and a count of the rest. A value the BMS flags as outside its limits (LIMIT_FLAGS) takes
+  the level of the worst such flag.
 * The trend keeps one sample a second for TREND_S; its x values are seconds before the newest
   sample (``trend_at``), so the plot only changes when a sample is added.
 """
@@ -39,12 +43,20 @@ FLASH_S = 3.0
 TREND_S = 600.0
 TREND_STEP_S = 1.0
 
-WHITE, BLACK = (255, 255, 255), (0, 0, 0)
-GREY = (128, 128, 128)
-RED, ORANGE, YELLOW = (235, 45, 45), (255, 140, 0), (255, 215, 0)
-GREEN, CYAN = (40, 200, 70), (0, 190, 255)
-SEVERITY_COLOURS = {"fault": RED, "protection": ORANGE, "warning": YELLOW}
-STATE_COLOURS = {"up": GREEN, "connecting": YELLOW, "down": RED}
+# What a shown thing means; None in a Shown is "normal".
+LEVELS = ("normal", "good", "charging", "caution", "warning", "alarm", "stale", "inactive")
+SEVERITY_LEVELS = {"fault": "alarm", "protection": "warning", "warning": "caution"}
+STATE_LEVELS = {"up": "good", "connecting": "caution", "down": "alarm"}
+# The BMS's own alarm flags that say a value on the driver page is outside its limits (until the
+# limits themselves are read from bms.config, these are what the BMS judged).
+LIMIT_FLAGS = {
+    "cell_max": ("cell_overvoltage", "cell_high_voltage"),
+    "cell_min": ("cell_undervoltage", "cell_low_voltage"),
+    "voltage": ("pack_overvoltage", "pack_undervoltage", "pack_high_voltage", "pack_low_voltage"),
+    "current": ("charge_overcurrent", "discharge_overcurrent", "short_circuit", "charge_current", "discharge_current"),
+    "temp_max": ("charge_overtemp", "discharge_overtemp", "charge_high_temp", "discharge_high_temp"),
+    "temp_min": ("charge_undertemp", "discharge_undertemp", "charge_low_temp", "discharge_low_temp"),
+}
 SEVERITIES = ("fault", "protection", "warning")  # worst first
 STALE_ALARMS = "BMS lost: alarms unknown"
 # fully_charged sits in a protection byte but is no alarm for a driver.
@@ -53,10 +65,10 @@ NOT_ALARMS = {"fully_charged"}
 
 @dataclass(frozen=True)
 class Shown:
-    """One displayed value: its text, its colour (None = the theme's text colour), stale or not."""
+    """One displayed value: its text, its level (None = normal; see LEVELS), stale or not."""
 
     text: str
-    colour: tuple[int, int, int] | None = None
+    level: str | None = None
     stale: bool = False
 
 
@@ -65,7 +77,7 @@ class Health:
     name: str
     state: str
     age_text: str
-    colour: tuple[int, int, int]
+    level: str
 
 
 @dataclass(frozen=True)
@@ -118,8 +130,8 @@ def known(value: float | None, low: float = -math.inf, high: float = math.inf) -
     return value
 
 
-def soc_colour(soc: float) -> tuple[int, int, int]:
-    return RED if soc < 15 else ORANGE if soc < 30 else GREEN
+def soc_level(soc: float) -> str:
+    return "alarm" if soc < 15 else "caution" if soc < 30 else "good"
 
 
 def age_text(age: float) -> str:
@@ -179,14 +191,14 @@ class ViewModel:
         self._sample_trend(now, online, fix)
 
         def shown(value: float | None, fmt: str, stale: bool = bms_stale, age: float | None = bms_age,
-                  colour=None) -> Shown:
+                  level=None) -> Shown:
             value = known(value)
             if value is None:
-                return Shown("--", GREY if stale else None, stale)
+                return Shown("--", "stale" if stale else None, stale)
             text = fmt.format(value)
             if stale:
-                return Shown(f"{text} ({age_text(age)})" if age is not None else text, GREY, True)
-            return Shown(text, colour, False)
+                return Shown(f"{text} ({age_text(age)})" if age is not None else text, "stale", True)
+            return Shown(text, level, False)
 
         soc = _total_soc(online)
         current = sum(p.current_a for p in online) if online and all(p.current_a is not None for p in online) else None
@@ -194,7 +206,8 @@ class ViewModel:
         volts = [v for p in online if (v := known(p.voltage_v, 0.0)) is not None]
         power_state = "unknown" if power is None or bms_stale else \
             "charging" if power > 1 else "discharging" if power < -1 else "idle"
-        power_colour = {"charging": CYAN, "discharging": ORANGE}.get(power_state)
+        power_level = "charging" if power_state == "charging" else None
+        limits = _limit_levels(online)
         cell_min, cell_min_pack = _extreme(online, lambda p: known(p.cell_min_mv, 0), min)
         cell_max, cell_max_pack = _extreme(online, lambda p: known(p.cell_max_mv, 0), max)
         # The cell sensors, as the field table's rows these are labelled from (the MOSFET and
@@ -208,17 +221,18 @@ class ViewModel:
 
         return View(
             speed=self._speed(now),
-            soc=shown(soc, "{:.0f} %", colour=None if soc is None else soc_colour(soc)),
+            soc=shown(soc, "{:.0f} %", level=None if soc is None else soc_level(soc)),
             soc_fraction=None if soc is None else round(max(0.0, min(1.0, soc / 100)), 3),
-            power=shown(None if power is None else power / 1000, "{:+.1f} kW", colour=power_colour),
+            power=shown(None if power is None else power / 1000, "{:+.1f} kW", level=limits.get("current", power_level)),
             power_state=power_state,
-            voltage=shown(sum(volts) / len(volts) if volts else None, "{:.1f} " + _unit("v_pack")),
-            current=shown(current, "{:+.1f} " + _unit("i_pack")),
-            cell_min=shown(cell_min, "{:.0f} mV" + where(cell_min_pack)),
-            cell_max=shown(cell_max, "{:.0f} mV" + where(cell_max_pack)),
+            voltage=shown(sum(volts) / len(volts) if volts else None, "{:.1f} " + _unit("v_pack"),
+                          level=limits.get("voltage")),
+            current=shown(current, "{:+.1f} " + _unit("i_pack"), level=limits.get("current")),
+            cell_min=shown(cell_min, "{:.0f} mV" + where(cell_min_pack), level=limits.get("cell_min")),
+            cell_max=shown(cell_max, "{:.0f} mV" + where(cell_max_pack), level=limits.get("cell_max")),
             cell_delta=shown(None if cell_min is None or cell_max is None else cell_max - cell_min, "{:.0f} mV"),
-            temp_min=shown(temp_min, "{:.1f} °C" + where(temp_min_pack)),
-            temp_max=shown(temp_max, "{:.1f} °C" + where(temp_max_pack)),
+            temp_min=shown(temp_min, "{:.1f} °C" + where(temp_min_pack), level=limits.get("temp_min")),
+            temp_max=shown(temp_max, "{:.1f} °C" + where(temp_max_pack), level=limits.get("temp_max")),
             banner=self._banner(packs, bms_stale),
             alarm=self._worst(packs, bms_stale),
             alarms=alarm_list(packs),
@@ -241,9 +255,9 @@ class ViewModel:
             f = BY_KEY[key]
             value = None if state is None else known(getattr(state, key))
             if value is None:
-                out[name] = Shown("--", GREY if src.stale(now) else None, src.stale(now))
+                out[name] = Shown("--", "stale" if src.stale(now) else None, src.stale(now))
             elif src.stale(now):
-                out[name] = Shown(f"{value:.{f.decimals}f} {f.unit} ({age_text(src.age(now))})", GREY, True)
+                out[name] = Shown(f"{value:.{f.decimals}f} {f.unit} ({age_text(src.age(now))})", "stale", True)
             else:
                 out[name] = Shown(f"{value:.{f.decimals}f} {f.unit}")
         return out
@@ -253,19 +267,19 @@ class ViewModel:
         data: GpsFix | None = fix.msg.data if fix.msg else None
         speed = None if data is None or not data.valid else known(data.speed_km_h, 0.0)
         if speed is None:
-            return Shown("--", GREY if fix.stale(now) else None, fix.stale(now))
+            return Shown("--", "stale" if fix.stale(now) else None, fix.stale(now))
         text = f"{speed:.0f}"
         if fix.stale(now):
-            return Shown(text, GREY, True)
+            return Shown(text, "stale", True)
         return Shown(text)
 
     @staticmethod
     def _no_alarm(packs: list[Pack], stale: bool) -> Shown | None:
         """What the alarm area says when it cannot name an alarm, or None when it can."""
         if not packs:
-            return Shown("no battery data", GREY, True)
+            return Shown("no battery data", "inactive", True)
         if stale:  # the last alarms seen may have cleared or worsened since
-            return Shown(STALE_ALARMS, GREY, True)
+            return Shown(STALE_ALARMS, "stale", True)
         if not alarm_list(packs):
             return Shown("no alarms" if any(p.warnings is not None for p in packs) else "alarm state unknown")
         return None
@@ -279,7 +293,7 @@ class ViewModel:
             found[kind].append(what)
         severity = next(k for k in SEVERITIES if found[k])
         text = "  |  ".join(f"{k.upper()}: {', '.join(v)}" for k, v in found.items() if v)
-        return Shown(text, SEVERITY_COLOURS[severity])
+        return Shown(text, SEVERITY_LEVELS[severity])
 
     def _worst(self, packs: list[Pack], stale: bool) -> Shown:
         """The worst alarm in full and how many more there are (the full list is ``alarms``)."""
@@ -289,33 +303,33 @@ class ViewModel:
         alarms = alarm_list(packs)
         kind, what = alarms[0]
         more = f"  +{len(alarms) - 1} more" if len(alarms) > 1 else ""
-        return Shown(f"{kind.upper()}: {what}{more}", SEVERITY_COLOURS[kind])
+        return Shown(f"{kind.upper()}: {what}{more}", SEVERITY_LEVELS[kind])
 
     def _health(self, now: float) -> list[Health]:
         out = []
         for name, topic in (("BMS", "bms.link"), ("GPS", "gps.link"), ("Uplink", "uplink.status")):
             src = self.sources[topic]
             if src.msg is None:
-                out.append(Health(name, "no data", "", GREY))
+                out.append(Health(name, "no data", "", "inactive"))
                 continue
             if topic == "uplink.status":
                 data = src.msg.data
                 state = "connected" if data.connected else "offline"
-                colour = GREEN if data.connected else (RED if data.error else YELLOW)
+                level = "good" if data.connected else ("alarm" if data.error else "caution")
             else:
                 state = src.msg.data.state
-                colour = STATE_COLOURS.get(state, GREY)
+                level = STATE_LEVELS.get(state, "inactive")
             if src.stale(now):
-                state, colour = f"{state}?", GREY
-            out.append(Health(name, state, age_text(src.age(now)), colour))
+                state, level = f"{state}?", "stale"
+            out.append(Health(name, state, age_text(src.age(now)), level))
         return out
 
     def _queued(self, now: float) -> Shown:
         src = self.sources["uplink.status"]
         if src.msg is None:
-            return Shown("--", GREY, True)
+            return Shown("--", "inactive", True)
         text = f"{src.msg.data.queued} queued"
-        return Shown(text, GREY, True) if src.stale(now) else Shown(text)
+        return Shown(text, "stale", True) if src.stale(now) else Shown(text)
 
     def _sample_trend(self, now: float, online: list[Pack], fix: _Source) -> None:
         if now - self._trend_at < TREND_STEP_S:
@@ -337,6 +351,16 @@ class ViewModel:
 def _alarm_lists(p: Pack) -> list[tuple[str, list[str]]]:
     return [("fault", p.faults or []), ("protection", [n for n in p.protections or [] if n not in NOT_ALARMS]),
             ("warning", p.warnings or [])]
+
+
+def _limit_levels(packs: list[Pack]) -> dict[str, str]:
+    """The level of each driver-page value the BMS flags as outside its limits (the worst flag)."""
+    levels = {}
+    for value, flags in LIMIT_FLAGS.items():
+        found = [kind for p in packs for kind, names in _alarm_lists(p) for n in names if n in flags]
+        if found:
+            levels[value] = SEVERITY_LEVELS[min(found, key=SEVERITIES.index)]
+    return levels
 
 
 def _total_soc(packs: list[Pack]) -> float | None:

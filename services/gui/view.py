@@ -14,14 +14,10 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 
 from common.fields import BY_KEY
-from common.viewmodel import BLACK, CYAN, GREEN, GREY, ORANGE, RED, WHITE, YELLOW, View
+from common.viewmodel import LEVELS, View
+from services.gui.themes import THEMES, colour
 
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts/dejavu")
-THEMES = {
-    "dark": {"bg": BLACK, "text": WHITE, "frame": (40, 40, 40), "plot_bg": (15, 15, 15)},
-    "light": {"bg": WHITE, "text": BLACK, "frame": (215, 215, 215), "plot_bg": (245, 245, 245)},
-}
-BAR_COLOURS = {"red": RED, "orange": ORANGE, "green": GREEN, "grey": GREY}
 DRIVER_VALUES = (("voltage", "v_pack"), ("current", "i_pack"), ("cell_min", "cell_min_volt"),
                  ("cell_max", "cell_max_volt"), ("cell_delta", "cell_max_diff_volt"),
                  ("temp_min", "cell_min_temp"), ("temp_max", "cell_max_temp"),
@@ -69,27 +65,28 @@ class DisplayView:
     def _themes(self) -> None:
         p = self.palette
         with dpg.theme() as global_theme, dpg.theme_component(dpg.mvAll):
-            for item, colour in ((dpg.mvThemeCol_WindowBg, p["bg"]), (dpg.mvThemeCol_ChildBg, p["bg"]),
-                                 (dpg.mvThemeCol_Text, p["text"]), (dpg.mvThemeCol_FrameBg, p["frame"]),
-                                 (dpg.mvThemeCol_Tab, p["frame"]), (dpg.mvThemeCol_PopupBg, p["frame"])):
-                dpg.add_theme_color(item, colour)
+            for item, rgb in ((dpg.mvThemeCol_WindowBg, p["bg"]), (dpg.mvThemeCol_ChildBg, p["bg"]),
+                              (dpg.mvThemeCol_Text, colour(p, None)), (dpg.mvThemeCol_FrameBg, p["frame"]),
+                              (dpg.mvThemeCol_Tab, p["frame"]), (dpg.mvThemeCol_PopupBg, p["frame"])):
+                dpg.add_theme_color(item, rgb)
             dpg.add_theme_color(dpg.mvPlotCol_PlotBg, p["plot_bg"], category=dpg.mvThemeCat_Plots)
             dpg.add_theme_style(dpg.mvStyleVar_WindowPadding, 6, 4)
         dpg.bind_theme(global_theme)
         self.bar_themes = {}
-        for name, colour in BAR_COLOURS.items():
+        for level in LEVELS:
             with dpg.theme() as theme, dpg.theme_component(dpg.mvProgressBar):
-                dpg.add_theme_color(dpg.mvThemeCol_PlotHistogram, colour)
-            self.bar_themes[name] = theme
+                dpg.add_theme_color(dpg.mvThemeCol_PlotHistogram, colour(p, level))
+            self.bar_themes[level] = theme
         self.banner_themes = {}
-        for name, colour in (("plain", p["bg"]), ("flash", ORANGE)):
+        # A new alarm flashes: the background in the warning colour, the text in the background's.
+        for name, rgb in (("plain", p["bg"]), ("flash", colour(p, "warning"))):
             with dpg.theme() as theme, dpg.theme_component(dpg.mvChildWindow):
-                dpg.add_theme_color(dpg.mvThemeCol_ChildBg, colour)
+                dpg.add_theme_color(dpg.mvThemeCol_ChildBg, rgb)
             self.banner_themes[name] = theme
         with dpg.theme() as self.balancing_theme, dpg.theme_component(dpg.mvBarSeries):
-            dpg.add_theme_color(dpg.mvPlotCol_Fill, CYAN, category=dpg.mvThemeCat_Plots)
+            dpg.add_theme_color(dpg.mvPlotCol_Fill, colour(p, "charging"), category=dpg.mvThemeCat_Plots)
         with dpg.theme() as self.cells_theme, dpg.theme_component(dpg.mvBarSeries):
-            dpg.add_theme_color(dpg.mvPlotCol_Fill, GREEN, category=dpg.mvThemeCat_Plots)
+            dpg.add_theme_color(dpg.mvPlotCol_Fill, colour(p, "good"), category=dpg.mvThemeCat_Plots)
 
     def _font(self, item, name: str) -> None:
         if name in self.fonts:
@@ -112,7 +109,7 @@ class DisplayView:
                     dpg.add_spacer(width=int(12 * s))
                 dpg.add_text("--", tag="queued")
                 dpg.add_spacer(width=int(12 * s))
-                dpg.add_text("", tag="errors", color=ORANGE)
+                dpg.add_text("", tag="errors", color=colour(self.palette, "warning"))
         with dpg.handler_registry():
             dpg.add_key_press_handler(dpg.mvKey_Tab, callback=self.toggle_page)
         dpg.set_primary_window("main", True)
@@ -125,7 +122,7 @@ class DisplayView:
             with dpg.group():
                 self._font(dpg.add_text(BY_KEY["soc"].label, tag="soc_label"), "small")
                 bar = dpg.add_progress_bar(tag="soc_bar", default_value=0.0, width=int(w * 0.5), height=int(70 * s))
-                dpg.bind_item_theme(bar, self.bar_themes["grey"])
+                dpg.bind_item_theme(bar, self.bar_themes["inactive"])
                 self._font(dpg.add_text("--", tag="soc_text"), "large")
                 self._font(dpg.add_text(BY_KEY["p_pack"].label, tag="power_label"), "small")
                 with dpg.group(horizontal=True):
@@ -206,13 +203,14 @@ class DisplayView:
             self.dirty = True
             dpg.set_value(tag, value)
 
-    def _text(self, tag: str, text: str, colour=None) -> None:
+    def _text(self, tag: str, text: str, level: str | None = None, rgb=None) -> None:
+        """Show ``text`` in the theme's colour for ``level`` (or in ``rgb``)."""
         self._set(tag, text)
-        colour = tuple(colour or self.palette["text"])
-        if self._shown.get(tag + "#colour") != colour:
-            self._shown[tag + "#colour"] = colour
+        rgb = tuple(rgb or colour(self.palette, level))
+        if self._shown.get(tag + "#colour") != rgb:
+            self._shown[tag + "#colour"] = rgb
             self.dirty = True
-            dpg.configure_item(tag, color=(*colour, 255))
+            dpg.configure_item(tag, color=(*rgb, 255))
 
     def _bind(self, tag: str, theme) -> None:
         if self._shown.get(tag + "#theme") != theme:
@@ -226,30 +224,29 @@ class DisplayView:
         if self.current_page() == "driver":
             self._driver_page(v)
         for item in v.health:
-            self._text(f"health_{item.name}", f"{item.name} {item.state} {item.age_text}".strip(), item.colour)
-        self._text("queued", v.queued.text, v.queued.colour)
-        self._text("errors", f"{errors} display errors" if errors else "", YELLOW)
+            self._text(f"health_{item.name}", f"{item.name} {item.state} {item.age_text}".strip(), item.level)
+        self._text("queued", v.queued.text, v.queued.level)
+        self._text("errors", f"{errors} display errors" if errors else "", "warning")
         if self.current_page() == "detail":
             self._detail_page(v)
 
     def _driver_page(self, v: View) -> None:
-        self._text("speed", v.speed.text, v.speed.colour)
-        self._text("soc_text", v.soc.text, v.soc.colour)
+        self._text("speed", v.speed.text, v.speed.level)
+        self._text("soc_text", v.soc.text, v.soc.level)
         self._set("soc_bar", v.soc_fraction or 0.0)
-        bar = "grey" if v.soc_fraction is None or v.soc.stale else \
-            {RED: "red", ORANGE: "orange"}.get(v.soc.colour, "green")
-        self._bind("soc_bar", self.bar_themes[bar])
-        self._text("power", v.power.text, v.power.colour)
-        self._text("power_state", v.power_state if v.power_state != "unknown" else "", v.power.colour)
+        self._bind("soc_bar", self.bar_themes["stale" if v.soc_fraction is None or v.soc.stale else v.soc.level])
+        self._text("power", v.power.text, v.power.level)
+        self._text("power_state", v.power_state if v.power_state != "unknown" else "", v.power.level)
         for tag, _ in DRIVER_VALUES:
             shown = getattr(v, tag)
-            self._text(tag, shown.text, shown.colour)
-        self._text("banner", v.banner.text, BLACK if v.banner_flash else v.banner.colour)
+            self._text(tag, shown.text, shown.level)
+        flash = self.palette["bg"] if v.banner_flash else None
+        self._text("banner", v.banner.text, v.banner.level, rgb=flash)
         self._bind("banner_box", self.banner_themes["flash" if v.banner_flash else "plain"])
 
     def _clear_pack(self) -> None:
         """No pack in the snapshot any more: nothing of the last one may stay on the page."""
-        self._text("pack_state", "no pack", GREY)
+        self._text("pack_state", "no pack", "inactive")
         if self._shown.get("cells") != ([], [], []):
             self._shown["cells"] = ([], [], [])
             self.dirty = True
@@ -272,7 +269,7 @@ class DisplayView:
         if pack is None:
             self._clear_pack()
         else:
-            self._text("pack_state", "online" if pack.online else "OFFLINE", None if pack.online else RED)
+            self._text("pack_state", "online" if pack.online else "OFFLINE", None if pack.online else "alarm")
             xs = list(range(1, len(pack.cells_mv) + 1))
             plain = [0 if i in pack.balancing else mv for i, mv in zip(xs, pack.cells_mv)]
             balancing = [mv if i in pack.balancing else 0 for i, mv in zip(xs, pack.cells_mv)]

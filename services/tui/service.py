@@ -30,11 +30,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--once", action="store_true", help="draw one screen after --every seconds, then exit")
 
 
+# The terminal's own palette for each level of the view model (its user chose it for their screen).
+LEVEL_COLOURS = {"normal": None, "good": "green", "charging": "cyan", "caution": "yellow", "warning": "dark_orange",
+                 "alarm": "red", "stale": "grey50", "inactive": "grey50"}
+
+
 def _style(shown: Shown | Health) -> Style:
-    colour = shown.colour
-    dim = isinstance(shown, Shown) and shown.stale
-    return Style(color=None if colour is None else f"rgb({colour[0]},{colour[1]},{colour[2]})", dim=dim,
-                 bold=not dim)
+    dim = shown.level in ("stale", "inactive")
+    return Style(color=LEVEL_COLOURS[shown.level or "normal"], dim=dim, bold=not dim)
 
 
 def _value(shown: Shown) -> Text:

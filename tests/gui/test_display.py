@@ -14,6 +14,7 @@ from common.config import load
 from harness.proc import free_port, python_module, wait_for, write_config
 from harness.samples import SAMPLES, UPLINK_FIX, UPLINK_SNAPSHOT
 from harness.xvfb import Xvfb
+from services.gui.themes import THEMES
 
 
 @pytest.fixture
@@ -74,7 +75,8 @@ def test_gui_shows_what_was_published_and_screenshots_each_page(spawn, tmp_path,
     assert shown["queued"] == "7 queued"
     trip = SAMPLES["trip.state"]
     assert (shown["range"], shown["rate"]) == (f"{trip.range_km:.0f} km", f"{trip.wh_per_km_recent:.0f} Wh/km")
-    assert shown["colours"]["soc_text"] == [40, 200, 70] and shown["colours"]["banner"] == [255, 215, 0]
+    levels = THEMES[theme]["levels"]
+    assert shown["colours"]["soc_text"] == list(levels["good"]) and shown["colours"]["banner"] == list(levels["caution"])
     assert shown["cells_series"][1][0] == p1.cells_mv[0] and shown["balancing_series"][1][1] == p1.cells_mv[1]
     assert "MOS 30.1" in shown["pack_temps"] and shown["pack_overview"].count("\n") == 1
     settings = SAMPLES["bms.config"].packs[0].settings["cell_overvoltage"]

@@ -4,7 +4,7 @@ import msgspec
 import pytest
 
 from common import messages as m
-from common.viewmodel import CYAN, GREEN, GREY, ORANGE, RED, YELLOW, ViewModel, temp_labels
+from common.viewmodel import ViewModel, temp_labels
 from harness.samples import UPLINK_FIX, UPLINK_SNAPSHOT, uplink_pack
 
 
@@ -41,10 +41,10 @@ def test_speed_in_big_digits_and_dashes_when_unknown():
 def test_stale_values_are_greyed_with_their_age_never_shown_as_live():
     vm = model(("gps.fix", UPLINK_FIX), ("bms.snapshot", UPLINK_SNAPSHOT))
     fresh = vm.view(101.0)
-    assert not fresh.soc.stale and fresh.soc.colour != GREY
+    assert not fresh.soc.stale and fresh.soc.level != "stale"
     old = vm.view(112.0)
-    assert old.speed.stale and old.speed.colour == GREY
-    assert old.soc.stale and old.soc.colour == GREY and old.soc.text == "48 % (12s)"
+    assert old.speed.stale and old.speed.level == "stale"
+    assert old.soc.stale and old.soc.level == "stale" and old.soc.text == "48 % (12s)"
     assert old.voltage.text.endswith("(12s)") and old.power_state == "unknown"
 
 
@@ -56,18 +56,18 @@ def test_the_stale_limit_follows_the_period_of_the_source():
     assert vm.view(10 + 20).soc.stale
 
 
-@pytest.mark.parametrize(("soc", "colour"), [(8.0, RED), (22.0, ORANGE), (75.0, GREEN)])
-def test_soc_bar_coloured_by_level(soc, colour):
+@pytest.mark.parametrize(("soc", "level"), [(8.0, "alarm"), (22.0, "caution"), (75.0, "good")])
+def test_soc_bar_coloured_by_level(soc, level):
     pack = quiet(uplink_pack(1), remaining_ah=soc, full_ah=100.0)
     view = model(("bms.snapshot", snapshot(pack))).view(100.2)
-    assert view.soc.colour == colour and view.soc_fraction == pytest.approx(soc / 100)
+    assert view.soc.level == level and view.soc_fraction == pytest.approx(soc / 100)
 
 
 def test_power_charging_and_discharging_are_clearly_different():
     charging = model(("bms.snapshot", snapshot(quiet(uplink_pack(1), power_w=2500.0, current_a=47.0)))).view(100.1)
-    assert charging.power.text == "+2.5 kW" and charging.power_state == "charging" and charging.power.colour == CYAN
+    assert charging.power.text == "+2.5 kW" and charging.power_state == "charging" and charging.power.level == "charging"
     driving = model(("bms.snapshot", snapshot(quiet(uplink_pack(1), power_w=-6100.0)))).view(100.1)
-    assert driving.power.text == "-6.1 kW" and driving.power_state == "discharging" and driving.power.colour == ORANGE
+    assert driving.power.text == "-6.1 kW" and driving.power_state == "discharging" and driving.power.level is None, "discharging is normal: orange means a protection"
     assert model(("bms.snapshot", snapshot(quiet(uplink_pack(1), power_w=0.4)))).view(100.1).power_state == "idle"
 
 
@@ -99,17 +99,17 @@ def test_unknown_battery_values_are_dashes():
     assert view.banner.text == "alarm state unknown"
 
 
-@pytest.mark.parametrize(("changes", "severity", "colour", "words"), [
-    ({"warnings": ["cell_high_voltage"]}, "WARNING", YELLOW, "cell high voltage"),
-    ({"protections": ["discharge_overcurrent"]}, "PROTECTION", ORANGE, "discharge overcurrent"),
-    ({"faults": ["ntc_fault"]}, "FAULT", RED, "ntc fault"),
-    ({"faults": ["cell_fault"], "protections": ["short_circuit"], "warnings": ["low_power"]}, "FAULT", RED,
+@pytest.mark.parametrize(("changes", "severity", "level", "words"), [
+    ({"warnings": ["cell_high_voltage"]}, "WARNING", "caution", "cell high voltage"),
+    ({"protections": ["discharge_overcurrent"]}, "PROTECTION", "warning", "discharge overcurrent"),
+    ({"faults": ["ntc_fault"]}, "FAULT", "alarm", "ntc fault"),
+    ({"faults": ["cell_fault"], "protections": ["short_circuit"], "warnings": ["low_power"]}, "FAULT", "alarm",
      "FAULT: cell fault  |  PROTECTION: short circuit  |  WARNING: low power"),
 ])
-def test_alarm_banner_by_severity(changes, severity, colour, words):
+def test_alarm_banner_by_severity(changes, severity, level, words):
     pack = msgspec.structs.replace(quiet(uplink_pack(1)), **changes)
     banner = model(("bms.snapshot", snapshot(pack))).view(100.1).banner
-    assert banner.text.startswith(severity) and words in banner.text and banner.colour == colour
+    assert banner.text.startswith(severity) and words in banner.text and banner.level == level
 
 
 def test_no_alarms_and_fully_charged_is_not_an_alarm():
@@ -132,13 +132,13 @@ def test_health_strip_states_ages_and_queue():
                ("uplink.status", m.UplinkStatus(connected=False, server="s", queued=120, sent=0, dropped=0,
                                                 error="connection refused")))
     bms, gps, uplink = vm.view(101.0).health
-    assert (bms.state, bms.colour, bms.age_text) == ("up", GREEN, "<2s")
-    assert (gps.state, gps.colour) == ("down", RED)
-    assert (uplink.state, uplink.colour) == ("offline", RED)
+    assert (bms.state, bms.level, bms.age_text) == ("up", "good", "<2s")
+    assert (gps.state, gps.level) == ("down", "alarm")
+    assert (uplink.state, uplink.level) == ("offline", "alarm")
     assert vm.view(101.0).queued.text == "120 queued"
     assert vm.view(105.0).health[0].age_text == "5s"
     later = vm.view(110.0)
-    assert later.health[0].state == "up?" and later.health[0].colour == GREY and later.queued.stale
+    assert later.health[0].state == "up?" and later.health[0].level == "stale" and later.queued.stale
     assert ViewModel().view(0).health[0].state == "no data"
 
 
@@ -204,7 +204,7 @@ def test_the_worst_alarm_in_full_with_a_count_of_the_rest_and_all_by_priority():
     one = quiet(uplink_pack(1), warnings=["cell_high_voltage", "low_power"])
     two = quiet(uplink_pack(2), protections=["discharge_overcurrent"], faults=["ntc_fault"])
     view = model(("bms.snapshot", snapshot(one, two))).view(100.1)
-    assert view.alarm.text == "FAULT: P2 ntc fault  +3 more" and view.alarm.colour == RED
+    assert view.alarm.text == "FAULT: P2 ntc fault  +3 more" and view.alarm.level == "alarm"
     assert view.alarms == [("fault", "P2 ntc fault"), ("protection", "P2 discharge overcurrent"),
                            ("warning", "P1 cell high voltage"), ("warning", "P1 low power")]
     single = model(("bms.snapshot", snapshot(quiet(uplink_pack(1), warnings=["low_power"])))).view(100.1)
@@ -216,3 +216,13 @@ def test_a_lost_bms_says_its_alarms_are_unknown_not_that_there_are_none():
     assert vm.view(100.1).alarm.text == "no alarms" and vm.view(100.1).banner.text == "no alarms"
     lost = vm.view(130.0)
     assert lost.alarm.text == lost.banner.text == "BMS lost: alarms unknown" and lost.alarm.stale
+
+
+def test_a_value_the_bms_flags_as_outside_its_limits_takes_the_flags_level():
+    pack = quiet(uplink_pack(1), warnings=["cell_high_voltage", "charge_high_temp"], protections=["cell_undervoltage"])
+    view = model(("bms.snapshot", snapshot(pack))).view(100.1)
+    assert (view.cell_max.level, view.temp_max.level, view.cell_min.level) == ("caution", "caution", "warning")
+    assert view.voltage.level is None and view.temp_min.level is None
+    over = quiet(uplink_pack(1), warnings=["discharge_current"], protections=["discharge_overcurrent"])
+    view = model(("bms.snapshot", snapshot(over))).view(100.1)
+    assert view.current.level == view.power.level == "warning", "the worst of the flags"
