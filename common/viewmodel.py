@@ -38,6 +38,7 @@ from common.messages import GpsFix, Message, Pack
 # What a viewer subscribes to.
 TOPICS = ["bms.snapshot", "bms.link", "bms.config", "gps.fix", "gps.link", "uplink.status", "trip.state"]
 STALE_PERIODS = 3.0
+UPLINK_STALLED_S = 30.0  # connected, records queued, nothing acknowledged for this long: stalled
 MIN_PERIOD_S = 1.0
 FLASH_S = 3.0
 TREND_S = 600.0
@@ -59,6 +60,7 @@ LIMIT_FLAGS = {
 }
 SEVERITIES = ("fault", "protection", "warning")  # worst first
 STALE_ALARMS = "BMS lost: alarms unknown"
+NO_GPS = "NO GPS"
 # fully_charged sits in a protection byte but is no alarm for a driver.
 NOT_ALARMS = {"fully_charged"}
 
@@ -172,9 +174,13 @@ class ViewModel:
         self._trend: dict[str, collections.deque] = {k: collections.deque() for k in ("speed", "power", "soc")}
         self._trend_at = -1e9
         self.bad_messages = 0
+        self._waiting_since: float | None = None  # the uplink connected with records queued, since
 
     def update(self, msg: Message, at: float) -> None:
         self.sources[msg.topic].take(msg, at)
+        if msg.topic == "uplink.status":
+            waiting = msg.data.connected and msg.data.queued > 0
+            self._waiting_since = (self._waiting_since or at) if waiting else None
         if msg.topic == "bms.snapshot":
             alarms = {f"{kind}:{name}" for p in msg.data.packs for kind, names in _alarm_lists(p) for name in names}
             if alarms - self._alarms:
@@ -266,8 +272,8 @@ class ViewModel:
         fix = self.sources["gps.fix"]
         data: GpsFix | None = fix.msg.data if fix.msg else None
         speed = None if data is None or not data.valid else known(data.speed_km_h, 0.0)
-        if speed is None:
-            return Shown("--", "stale" if fix.stale(now) else None, fix.stale(now))
+        if speed is None:  # in words: two dashes in the biggest digits read as a number
+            return Shown(NO_GPS, "stale" if fix.stale(now) else "inactive", fix.stale(now))
         text = f"{speed:.0f}"
         if fix.stale(now):
             return Shown(text, "stale", True)
@@ -306,22 +312,26 @@ class ViewModel:
         return Shown(f"{kind.upper()}: {what}{more}", SEVERITY_LEVELS[kind])
 
     def _health(self, now: float) -> list[Health]:
+        """Each source's state and the time since it last had good data (a link message's
+        ``last_ok_ts``, the uplink's last acknowledgement), not the age of the message saying so."""
         out = []
         for name, topic in (("BMS", "bms.link"), ("GPS", "gps.link"), ("Uplink", "uplink.status")):
             src = self.sources[topic]
             if src.msg is None:
                 out.append(Health(name, "no data", "", "inactive"))
                 continue
+            data = src.msg.data
+            good_ts = data.last_ack_ts if topic == "uplink.status" else data.last_ok_ts
+            since = None if good_ts is None else max(0.0, src.msg.ts - good_ts) + max(0.0, now - src.at)
             if topic == "uplink.status":
-                data = src.msg.data
-                state = "connected" if data.connected else "offline"
-                level = "good" if data.connected else ("alarm" if data.error else "caution")
+                # Never acknowledged: judged by how long this viewer has seen records waiting.
+                waited = since if since is not None or self._waiting_since is None else now - self._waiting_since
+                state, level = _uplink_state(data, waited)
             else:
-                state = src.msg.data.state
-                level = STATE_LEVELS.get(state, "inactive")
+                state, level = data.state, STATE_LEVELS.get(data.state, "inactive")
             if src.stale(now):
                 state, level = f"{state}?", "stale"
-            out.append(Health(name, state, age_text(src.age(now)), level))
+            out.append(Health(name, state, "never" if since is None else age_text(since), level))
         return out
 
     def _queued(self, now: float) -> Shown:
@@ -351,6 +361,16 @@ class ViewModel:
 def _alarm_lists(p: Pack) -> list[tuple[str, list[str]]]:
     return [("fault", p.faults or []), ("protection", [n for n in p.protections or [] if n not in NOT_ALARMS]),
             ("warning", p.warnings or [])]
+
+
+def _uplink_state(data, waited_s: float | None) -> tuple[str, str]:
+    """Connected is not enough: a broker that has stopped acknowledging while records queue up
+    is a fault of its own ("stalled"), not "connected" in green."""
+    if not data.connected:
+        return "offline", "alarm" if data.error else "caution"
+    if data.queued > 0 and waited_s is not None and waited_s > UPLINK_STALLED_S:
+        return "stalled", "warning"
+    return "connected", "good"
 
 
 def _limit_levels(packs: list[Pack]) -> dict[str, str]:

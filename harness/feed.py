@@ -34,7 +34,7 @@ def main(svc: Service) -> None:
             bms.publish("bms.link", messages.Link(state="up", port="feed", last_ok_ts=now), ts=now)
             gps.publish("gps.link", messages.GpsLink(state="up", port="feed", last_ok_ts=now, sentences=1), ts=now)
             uplink.publish("uplink.status", messages.UplinkStatus(connected=True, server="feed", queued=7, sent=3,
-                                                                  dropped=0), ts=now)
+                                                                  dropped=0, last_ack_ts=now), ts=now)
         svc.wait(svc.args.period)
 
 

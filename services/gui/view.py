@@ -14,7 +14,7 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 
 from common.fields import BY_KEY
-from common.viewmodel import LEVELS, View
+from common.viewmodel import LEVELS, SEVERITY_LEVELS, View
 from services.gui.themes import THEMES, colour
 
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts/dejavu")
@@ -46,7 +46,9 @@ class DisplayView:
         self._fonts()
         self._themes()
         self._build()
-        dpg.create_viewport(title="PACE telemetry", width=width, height=height, resizable=True)
+        # At the top left: Dear PyGui's default (+100+100) would push the right column and the health
+        # strip off an 800x480 screen.
+        dpg.create_viewport(title="PACE telemetry", width=width, height=height, x_pos=0, y_pos=0, resizable=True)
         dpg.setup_dearpygui()
 
     # -- building ------------------------------------------------------------------------------
@@ -156,6 +158,7 @@ class DisplayView:
                 dpg.bind_item_theme("balancing_series", self.balancing_theme)
                 self._font(dpg.add_text("", tag="pack_temps", wrap=int(w * 0.56)), "small")
             with dpg.group():
+                self._font(dpg.add_text("", tag="alarm_list", wrap=int(w * 0.4)), "small")
                 self._font(dpg.add_text("", tag="pack_lines"), "small")
                 # Closed by default: the BMS's own thresholds are for a stop, not for a glance.
                 with dpg.collapsing_header(label="BMS settings", tag="settings_header", default_open=False):
@@ -212,6 +215,12 @@ class DisplayView:
             self.dirty = True
             dpg.configure_item(tag, color=(*rgb, 255))
 
+    def _font_of(self, tag: str, name: str) -> None:
+        if self._shown.get(tag + "#font") != name:
+            self._shown[tag + "#font"] = name
+            self.dirty = True
+            self._font(tag, name)
+
     def _bind(self, tag: str, theme) -> None:
         if self._shown.get(tag + "#theme") != theme:
             self._shown[tag + "#theme"] = theme
@@ -232,6 +241,8 @@ class DisplayView:
 
     def _driver_page(self, v: View) -> None:
         self._text("speed", v.speed.text, v.speed.level)
+        # Words ("NO GPS") in a smaller size than the digits, so they fit the digits' place.
+        self._font_of("speed", "huge" if v.speed.text.isdigit() else "large")
         self._text("soc_text", v.soc.text, v.soc.level)
         self._set("soc_bar", v.soc_fraction or 0.0)
         self._bind("soc_bar", self.bar_themes["stale" if v.soc_fraction is None or v.soc.stale else v.soc.level])
@@ -240,8 +251,9 @@ class DisplayView:
         for tag, _ in DRIVER_VALUES:
             shown = getattr(v, tag)
             self._text(tag, shown.text, shown.level)
+        # The worst alarm in full and how many more: the whole list is on the detail page.
         flash = self.palette["bg"] if v.banner_flash else None
-        self._text("banner", v.banner.text, v.banner.level, rgb=flash)
+        self._text("banner", v.alarm.text, v.alarm.level, rgb=flash)
         self._bind("banner_box", self.banner_themes["flash" if v.banner_flash else "plain"])
 
     def _clear_pack(self) -> None:
@@ -261,6 +273,9 @@ class DisplayView:
 
     def _detail_page(self, v: View) -> None:
         self._text("trip_reset", getattr(self.new_trip, "result", ""))
+        worst = v.alarms[0][0] if v.alarms else None
+        listed = "\n".join(f"{kind.upper()}: {what}" for kind, what in v.alarms) if v.alarms else v.alarm.text
+        self._text("alarm_list", listed, SEVERITY_LEVELS.get(worst, v.alarm.level))
         choices = [f"Pack {p.number}" for p in v.packs] or ["Pack 1"]
         if self._shown.get("pack_choices") != choices:
             self._shown["pack_choices"] = choices
@@ -299,7 +314,7 @@ class DisplayView:
         """Write the displayed values (read back from the widgets) as JSON, for tests."""
         tags = ["speed", "soc_text", "soc_bar", "power", "power_state", "banner", "health_BMS", "health_GPS",
                 "health_Uplink", "queued", "pack_lines", "pack_settings", "pack_temps", "pack_overview", "pack_state",
-                "errors", "trip_reset"]
+                "errors", "trip_reset", "alarm_list"]
         tags += [tag for tag, _ in DRIVER_VALUES]
         out = {tag: dpg.get_value(tag) for tag in tags}
         out["colours"] = {tag: [round(c * 255) for c in dpg.get_item_configuration(tag)["color"][:3]]

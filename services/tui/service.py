@@ -50,7 +50,7 @@ def _label(key: str) -> Text:
 
 def screen(view: View, clock: str) -> Group:
     """One screen of the driver's values (what is drawn each second)."""
-    speed = "NO GPS" if view.speed.text == "--" else f"{view.speed.text} {BY_KEY['speed_km_h'].unit}"
+    speed = view.speed.text if not view.speed.text.isdigit() else f"{view.speed.text} {BY_KEY['speed_km_h'].unit}"
     grid = Table.grid(padding=(0, 2))
     for _ in range(4):
         grid.add_column()

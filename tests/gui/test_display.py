@@ -70,7 +70,9 @@ def test_gui_shows_what_was_published_and_screenshots_each_page(spawn, tmp_path,
     assert shown["power"] == f"{(p1.power_w + p2.power_w) / 1000:+.1f} kW" and shown["power_state"] == "discharging"
     assert shown["current"] == f"{p1.current_a + p2.current_a:+.1f} A"
     assert shown["cell_max"] == f"{p2.cell_max_mv} mV P2" and shown["cell_min"] == f"{p1.cell_min_mv} mV P1"
-    assert shown["banner"] == "WARNING: P1 cell high voltage, P2 cell high voltage"
+    # The worst alarm in full and a count on the driver page; all of them on the detail page.
+    assert shown["banner"] == "WARNING: P1 cell high voltage  +1 more"
+    assert shown["alarm_list"] == "WARNING: P1 cell high voltage\nWARNING: P2 cell high voltage"
     assert shown["health_BMS"].startswith("BMS up") and shown["health_Uplink"].startswith("Uplink connected")
     assert shown["queued"] == "7 queued"
     trip = SAMPLES["trip.state"]

@@ -29,11 +29,11 @@ def quiet(pack, **changes):
                                             **changes})
 
 
-def test_speed_in_big_digits_and_dashes_when_unknown():
+def test_speed_in_big_digits_and_no_gps_in_words_when_unknown():
     assert model(("gps.fix", UPLINK_FIX)).view(100.5).speed.text == "42"
     for fix in (m.GpsFix(valid=False), m.GpsFix(valid=True, speed_km_h=None), m.GpsFix(valid=False, speed_km_h=30.0)):
-        assert model(("gps.fix", fix)).view(100.5).speed.text == "--"
-    assert ViewModel().view(0).speed.text == "--"
+        assert model(("gps.fix", fix)).view(100.5).speed.text == "NO GPS"
+    assert ViewModel().view(0).speed.text == "NO GPS"
     standstill = model(("gps.fix", m.GpsFix(valid=True, speed_km_h=0.0))).view(100.5).speed
     assert standstill.text == "0" and not standstill.stale
 
@@ -132,11 +132,10 @@ def test_health_strip_states_ages_and_queue():
                ("uplink.status", m.UplinkStatus(connected=False, server="s", queued=120, sent=0, dropped=0,
                                                 error="connection refused")))
     bms, gps, uplink = vm.view(101.0).health
-    assert (bms.state, bms.level, bms.age_text) == ("up", "good", "<2s")
+    assert (bms.state, bms.level) == ("up", "good") and bms.age_text == "never", "no good data yet"
     assert (gps.state, gps.level) == ("down", "alarm")
     assert (uplink.state, uplink.level) == ("offline", "alarm")
     assert vm.view(101.0).queued.text == "120 queued"
-    assert vm.view(105.0).health[0].age_text == "5s"
     later = vm.view(110.0)
     assert later.health[0].state == "up?" and later.health[0].level == "stale" and later.queued.stale
     assert ViewModel().view(0).health[0].state == "no data"
@@ -173,8 +172,9 @@ def test_a_number_that_is_not_finite_is_shown_as_unknown_never_as_a_figure_or_a_
     pack = msgspec.structs.replace(uplink_pack(1), remaining_ah=bad, current_a=bad, power_w=bad, voltage_v=bad,
                                    soc_pct=bad, temps_c=[bad, 20.0])
     v = model(("bms.snapshot", snapshot(pack)), ("gps.fix", m.GpsFix(valid=True, speed_km_h=bad))).view(100.5)
-    for shown in (v.soc, v.power, v.current, v.voltage, v.speed):
+    for shown in (v.soc, v.power, v.current, v.voltage):
         assert shown.text == "--", shown
+    assert v.speed.text == "NO GPS"
     assert v.soc_fraction is None and v.power_state == "unknown"
     assert all("nan" not in text.lower() and "inf" not in text.lower() for _, text in v.packs[0].lines + v.packs[0].temps)
 
@@ -182,7 +182,7 @@ def test_a_number_that_is_not_finite_is_shown_as_unknown_never_as_a_figure_or_a_
 def test_impossible_values_are_unknown_not_drawn():
     pack = msgspec.structs.replace(uplink_pack(1), remaining_ah=-5.0, voltage_v=-1.0, cell_min_mv=-3)
     v = model(("bms.snapshot", snapshot(pack)), ("gps.fix", m.GpsFix(valid=True, speed_km_h=-4.0))).view(100.5)
-    assert (v.soc.text, v.voltage.text, v.speed.text) == ("--", "--", "--") and v.soc_fraction is None
+    assert (v.soc.text, v.voltage.text, v.speed.text) == ("--", "--", "NO GPS") and v.soc_fraction is None
     assert v.cell_min.text == "--"
     over = msgspec.structs.replace(uplink_pack(1), remaining_ah=300.0, full_ah=100.0)
     assert model(("bms.snapshot", snapshot(over))).view(100.5).soc.text == "--", "300 % is no state of charge"
@@ -226,3 +226,31 @@ def test_a_value_the_bms_flags_as_outside_its_limits_takes_the_flags_level():
     over = quiet(uplink_pack(1), warnings=["discharge_current"], protections=["discharge_overcurrent"])
     view = model(("bms.snapshot", snapshot(over))).view(100.1)
     assert view.current.level == view.power.level == "warning", "the worst of the flags"
+
+
+def test_the_health_ages_are_the_time_since_good_data_not_since_the_last_message():
+    vm = ViewModel()
+    for t in (100.0, 101.0, 102.0, 107.0):  # the GPS lost at 100 s; its link says so every second
+        vm.update(m.Message("gps.link", "gps_reader", 0, 1000.0 + t, m.GpsLink(state="down", port="y",
+                                                                                 last_ok_ts=1100.0)), t)
+    gps = vm.view(107.5).health[1]
+    assert (gps.state, gps.age_text) == ("down", "8s"), "7.5 s since the last good sentence, not <2s"
+
+
+def test_an_uplink_connected_but_acknowledging_nothing_is_stalled():
+    def status(t, queued, last_ack):
+        return m.Message("uplink.status", "tb_uplink", 0, t, m.UplinkStatus(
+            connected=True, server="s", queued=queued, sent=0, dropped=0, last_ack_ts=last_ack))
+    vm = ViewModel()
+    vm.update(status(1000.0, 3, 995.0), 100.0)
+    assert vm.view(100.5).health[2].state == "connected"
+    vm.update(status(1045.0, 90, 995.0), 145.0)
+    uplink = vm.view(145.2).health[2]
+    assert (uplink.state, uplink.level, uplink.age_text) == ("stalled", "warning", "50s")
+    vm.update(status(1046.0, 0, 995.0), 146.0)
+    assert vm.view(146.2).health[2].state == "connected", "nothing waiting: nothing to acknowledge"
+    never = ViewModel()  # connected, records waiting, never an acknowledgement: stalled after a while
+    never.update(status(1000.0, 5, None), 100.0)
+    assert never.view(100.5).health[2].state == "connected"
+    never.update(status(1031.0, 60, None), 131.0)
+    assert never.view(131.5).health[2].state == "stalled"
