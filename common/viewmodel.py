@@ -67,11 +67,20 @@ NOT_ALARMS = {"fully_charged"}
 
 @dataclass(frozen=True)
 class Shown:
-    """One displayed value: its text, its level (None = normal; see LEVELS), stale or not."""
+    """One displayed value: its text, its level (None = normal; see LEVELS), stale or not, what it
+    belongs to (``note``: the pack of an extreme, "P2") and how old it is when stale (``age``).
+    A viewer with room shows ``full``; the display puts the note and the age on the label's line,
+    so that a value keeps to its column."""
 
     text: str
     level: str | None = None
     stale: bool = False
+    note: str = ""
+    age: str = ""
+
+    @property
+    def full(self) -> str:
+        return " ".join([self.text, *([self.note] if self.note else []), *([f"({self.age})"] if self.age else [])])
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,7 @@ class View:
     rate: Shown = field(default_factory=lambda: Shown("--"))  # and the recent Wh/km
     alarm: Shown = field(default_factory=lambda: Shown("--"))  # the worst alarm in full, "+N more"
     alarms: list[tuple[str, str]] = field(default_factory=list)  # (severity, what), worst first
+    alarm_groups: list[tuple[str, str]] = field(default_factory=list)  # the same, one line per alarm
 
 
 def _unit(key: str) -> str:
@@ -193,56 +203,11 @@ class ViewModel:
         bms, fix = self.sources["bms.snapshot"], self.sources["gps.fix"]
         packs = [p for p in bms.msg.data.packs] if bms.msg else []
         online = [p for p in packs if p.online and p.cells_mv]
-        bms_stale, bms_age = bms.stale(now), bms.age(now)
         self._sample_trend(now, online, fix)
-
-        def shown(value: float | None, fmt: str, stale: bool = bms_stale, age: float | None = bms_age,
-                  level=None) -> Shown:
-            value = known(value)
-            if value is None:
-                return Shown("--", "stale" if stale else None, stale)
-            text = fmt.format(value)
-            if stale:
-                return Shown(f"{text} ({age_text(age)})" if age is not None else text, "stale", True)
-            return Shown(text, level, False)
-
-        soc = _total_soc(online)
-        current = sum(p.current_a for p in online) if online and all(p.current_a is not None for p in online) else None
-        power = known(sum(p.power_w for p in online)) if online and all(p.power_w is not None for p in online) else None
-        volts = [v for p in online if (v := known(p.voltage_v, 0.0)) is not None]
-        power_state = "unknown" if power is None or bms_stale else \
-            "charging" if power > 1 else "discharging" if power < -1 else "idle"
-        power_level = "charging" if power_state == "charging" else None
-        limits = _limit_levels(online)
-        cell_min, cell_min_pack = _extreme(online, lambda p: known(p.cell_min_mv, 0), min)
-        cell_max, cell_max_pack = _extreme(online, lambda p: known(p.cell_max_mv, 0), max)
-        # The cell sensors, as the field table's rows these are labelled from (the MOSFET and
-        # environment sensors are on the detail page).
-        temp_min, temp_min_pack = _extreme(online, BY_KEY["cell_min_temp"].get, min)
-        temp_max, temp_max_pack = _extreme(online, BY_KEY["cell_max_temp"].get, max)
-        multi = len(packs) > 1
-
-        def where(pack: int | None) -> str:
-            return f" P{pack}" if multi and pack else ""
-
         return View(
             speed=self._speed(now),
-            soc=shown(soc, "{:.0f} %", level=None if soc is None else soc_level(soc)),
-            soc_fraction=None if soc is None else round(max(0.0, min(1.0, soc / 100)), 3),
-            power=shown(None if power is None else power / 1000, "{:+.1f} kW", level=limits.get("current", power_level)),
-            power_state=power_state,
-            voltage=shown(sum(volts) / len(volts) if volts else None, "{:.1f} " + _unit("v_pack"),
-                          level=limits.get("voltage")),
-            current=shown(current, "{:+.1f} " + _unit("i_pack"), level=limits.get("current")),
-            cell_min=shown(cell_min, "{:.0f} mV" + where(cell_min_pack), level=limits.get("cell_min")),
-            cell_max=shown(cell_max, "{:.0f} mV" + where(cell_max_pack), level=limits.get("cell_max")),
-            cell_delta=shown(None if cell_min is None or cell_max is None else cell_max - cell_min, "{:.0f} mV"),
-            temp_min=shown(temp_min, "{:.1f} °C" + where(temp_min_pack), level=limits.get("temp_min")),
-            temp_max=shown(temp_max, "{:.1f} °C" + where(temp_max_pack), level=limits.get("temp_max")),
-            banner=self._banner(packs, bms_stale),
-            alarm=self._worst(packs, bms_stale),
-            alarms=alarm_list(packs),
-            banner_flash=now < self._flash_until and int((now - self._flash_until) * 4) % 2 == 0,
+            **_battery(packs, online, bms.stale(now), bms.age(now)),
+            **self._alarms_view(packs, bms.stale(now), now),
             health=self._health(now),
             queued=self._queued(now),
             packs=[_with_settings(_pack_view(p), self.sources["bms.config"].msg) for p in packs],
@@ -251,6 +216,11 @@ class ViewModel:
             trend_at=self._trend_at,
             **self._trip(now),
         )
+
+    def _alarms_view(self, packs: list[Pack], stale: bool, now: float) -> dict:
+        return {"banner": self._banner(packs, stale), "alarm": self._worst(packs, stale),
+                "alarms": alarm_list(packs), "alarm_groups": grouped_alarms(packs),
+                "banner_flash": now < self._flash_until and int((now - self._flash_until) * 4) % 2 == 0}
 
     def _trip(self, now: float) -> dict[str, Shown]:
         """Range and the recent rate from trip.state, precision and unit from the field table."""
@@ -263,7 +233,7 @@ class ViewModel:
             if value is None:
                 out[name] = Shown("--", "stale" if src.stale(now) else None, src.stale(now))
             elif src.stale(now):
-                out[name] = Shown(f"{value:.{f.decimals}f} {f.unit} ({age_text(src.age(now))})", "stale", True)
+                out[name] = Shown(f"{value:.{f.decimals}f} {f.unit}", "stale", True, age=age_text(src.age(now)))
             else:
                 out[name] = Shown(f"{value:.{f.decimals}f} {f.unit}")
         return out
@@ -276,7 +246,7 @@ class ViewModel:
             return Shown(NO_GPS, "stale" if fix.stale(now) else "inactive", fix.stale(now))
         text = f"{speed:.0f}"
         if fix.stale(now):
-            return Shown(text, "stale", True)
+            return Shown(text, "stale", True, age=age_text(fix.age(now)))
         return Shown(text)
 
     @staticmethod
@@ -306,9 +276,9 @@ class ViewModel:
         instead = self._no_alarm(packs, stale)
         if instead is not None:
             return instead
-        alarms = alarm_list(packs)
-        kind, what = alarms[0]
-        more = f"  +{len(alarms) - 1} more" if len(alarms) > 1 else ""
+        groups = grouped_alarms(packs)  # the packs that share the worst alarm are one line, not "+15 more"
+        kind, what = groups[0]
+        more = f"  +{len(groups) - 1} more" if len(groups) > 1 else ""
         return Shown(f"{kind.upper()}: {what}{more}", SEVERITY_LEVELS[kind])
 
     def _health(self, now: float) -> list[Health]:
@@ -373,6 +343,75 @@ def _uplink_state(data, waited_s: float | None) -> tuple[str, str]:
     return "connected", "good"
 
 
+@dataclass(frozen=True)
+class Totals:
+    """The online packs as one vehicle, computed once per view: current and power add up, voltage
+    is the mean (packs in parallel), SOC is remaining / full, extremes are (value, pack)."""
+
+    soc: float | None
+    current_a: float | None
+    power_w: float | None
+    voltage_v: float | None
+    cell_min: tuple[float | None, int | None]
+    cell_max: tuple[float | None, int | None]
+    temp_min: tuple[float | None, int | None]
+    temp_max: tuple[float | None, int | None]
+
+    @property
+    def cell_delta(self) -> float | None:
+        low, high = self.cell_min[0], self.cell_max[0]
+        return None if low is None or high is None else high - low
+
+
+def totals(online: list[Pack]) -> Totals:
+    volts = [v for p in online if (v := known(p.voltage_v, 0.0)) is not None]
+    every = online and all(p.current_a is not None for p in online)
+    return Totals(
+        soc=_total_soc(online),
+        current_a=sum(p.current_a for p in online) if every else None,
+        power_w=known(sum(p.power_w for p in online)) if online and all(p.power_w is not None for p in online) else None,
+        voltage_v=sum(volts) / len(volts) if volts else None,
+        cell_min=_extreme(online, lambda p: known(p.cell_min_mv, 0), min),
+        cell_max=_extreme(online, lambda p: known(p.cell_max_mv, 0), max),
+        # The cell sensors, as the field table's rows these are labelled from (the MOSFET and
+        # environment sensors are on the detail page).
+        temp_min=_extreme(online, BY_KEY["cell_min_temp"].get, min),
+        temp_max=_extreme(online, BY_KEY["cell_max_temp"].get, max),
+    )
+
+
+def _battery(packs: list[Pack], online: list[Pack], stale: bool, age: float | None) -> dict:
+    """The driver page's battery values, each with its level, its pack and its age."""
+    t = totals(online)
+
+    def shown(value: float | None, fmt: str, level=None, pack: int | None = None) -> Shown:
+        value = known(value)
+        if value is None:
+            return Shown("--", "stale" if stale else None, stale)
+        note = f"P{pack}" if len(packs) > 1 and pack else ""
+        if stale:
+            return Shown(fmt.format(value), "stale", True, note, age_text(age) if age is not None else "")
+        return Shown(fmt.format(value), level, False, note)
+
+    power_state = "unknown" if t.power_w is None or stale else \
+        "charging" if t.power_w > 1 else "discharging" if t.power_w < -1 else "idle"
+    limits = _limit_levels(online)
+    return {
+        "soc": shown(t.soc, "{:.0f} %", level=None if t.soc is None else soc_level(t.soc)),
+        "soc_fraction": None if t.soc is None else round(max(0.0, min(1.0, t.soc / 100)), 3),
+        "power": shown(None if t.power_w is None else t.power_w / 1000, "{:+.1f} kW",
+                       level=limits.get("current", "charging" if power_state == "charging" else None)),
+        "power_state": power_state,
+        "voltage": shown(t.voltage_v, "{:.1f} " + _unit("v_pack"), level=limits.get("voltage")),
+        "current": shown(t.current_a, "{:+.1f} " + _unit("i_pack"), level=limits.get("current")),
+        "cell_min": shown(t.cell_min[0], "{:.0f} mV", level=limits.get("cell_min"), pack=t.cell_min[1]),
+        "cell_max": shown(t.cell_max[0], "{:.0f} mV", level=limits.get("cell_max"), pack=t.cell_max[1]),
+        "cell_delta": shown(t.cell_delta, "{:.0f} mV"),
+        "temp_min": shown(t.temp_min[0], "{:.1f} °C", level=limits.get("temp_min"), pack=t.temp_min[1]),
+        "temp_max": shown(t.temp_max[0], "{:.1f} °C", level=limits.get("temp_max"), pack=t.temp_max[1]),
+    }
+
+
 def _limit_levels(packs: list[Pack]) -> dict[str, str]:
     """The level of each driver-page value the BMS flags as outside its limits (the worst flag)."""
     levels = {}
@@ -408,6 +447,29 @@ def alarm_list(packs: list[Pack]) -> list[tuple[str, str]]:
     return sorted(found, key=lambda a: SEVERITIES.index(a[0]))
 
 
+def pack_ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> "P1-3, P7"."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"P{r[0]}" if len(r) == 1 else f"P{r[0]}-{r[-1]}" for r in runs)
+
+
+def grouped_alarms(packs: list[Pack]) -> list[tuple[str, str]]:
+    """One line per alarm, worst first, with the packs that have it: ("fault", "ntc fault P1-16")."""
+    where: dict[tuple[str, str], list[int]] = {}
+    for p in packs:
+        for kind, names in _alarm_lists(p):
+            for name in names:
+                where.setdefault((kind, name), []).append(p.pack)
+    ordered = sorted(where.items(), key=lambda item: SEVERITIES.index(item[0][0]))
+    return [(kind, name.replace("_", " ") + (f" {pack_ranges(numbers)}" if len(packs) > 1 else ""))
+            for (kind, name), numbers in ordered]
+
+
 def temp_labels(count: int) -> list[str]:
     """T1..Tn, with the SPEC's MOSFET and environment sensors named when there are six or more."""
     labels = [f"T{i}" for i in range(1, count + 1)]
@@ -429,11 +491,10 @@ def _pack_view(p: Pack) -> PackView:
              ("Cell delta", fmt(p.cell_delta_mv, "{} mV")), ("FETs", fets),
              ("Balancing", "--" if p.balancing is None else (", ".join(map(str, p.balancing)) or "none"))]
     if not p.online:
-        summary = f"P{p.pack}  offline"
+        summary = f"P{p.pack} offline"
     else:
-        summary = (f"P{p.pack}  {fmt(p.soc_pct, '{:.0f}%')}  {fmt(p.voltage_v, '{:.1f}V')}  "
-                   f"{fmt(p.current_a, '{:+.1f}A')}  d{fmt(p.cell_delta_mv, '{}mV')}  "
-                   f"{fmt(max(p.temps_c) if p.temps_c else None, '{:.0f}°C')}")
+        summary = (f"P{p.pack} {fmt(p.soc_pct, '{:.0f}%')} {fmt(p.voltage_v, '{:.1f}V')} "
+                   f"{fmt(p.current_a, '{:+.1f}A')} {fmt(max(p.temps_c) if p.temps_c else None, '{:.0f}°C')}")
     return PackView(p.pack, p.online, list(p.cells_mv), list(p.balancing or []), temps, lines, summary)
 
 

@@ -21,6 +21,8 @@ from common.health import Every
 from common.service import Service, Unavailable
 from common.viewmodel import TOPICS, ViewModel
 
+PAGES = ("driver", "detail", "trend")  # the tabs, in order (services/gui/view.py builds them)
+
 # --screenshot waits until every topic has been seen (or the longer bound has passed), and at least
 # the shorter one, so that the pictures show live values and a settled layout.
 SCREENSHOT_AFTER_S = 3.0
@@ -52,8 +54,8 @@ def display_available() -> str | None:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--page", choices=("driver", "detail"), default="driver", help="page to start on")
-    parser.add_argument("--screenshot", metavar="DIR", help="save driver.png and detail.png in DIR, then exit")
+    parser.add_argument("--page", choices=PAGES, default="driver", help="page to start on")
+    parser.add_argument("--screenshot", metavar="DIR", help="save driver.png, detail.png and trend.png in DIR, then exit")
     parser.add_argument("--dump", metavar="FILE", help="write the displayed values to FILE twice a second (tests)")
 
 
@@ -80,43 +82,75 @@ def main(svc: Service) -> None:
                        new_trip=TripReset(svc.config.bus.command_endpoint("trip")))
     view.page(args.page)
     view.show(cfg.fullscreen)
-    sub = svc.subscriber(TOPICS)
-    model = ViewModel()
-    errors, logged = 0, set()
-    dump_every = Every(0.5)
-    started = time.monotonic()
-    shots = _screenshots(view, Path(args.screenshot)) if args.screenshot else None
-    seen: set[str] = set()
+    loop = Loop(svc, view, always=cfg.render == "always" or bool(args.screenshot or args.dump))
     period = 1.0 / cfg.fps
-    always = cfg.render == "always" or args.screenshot or args.dump
-    last_frame, last_input, pointer = 0.0, 0.0, None
     try:
         while dpg.is_dearpygui_running() and not svc.stopping:
             frame_at = time.monotonic()
-            for msg in sub.drain().values():
-                model.update(msg, frame_at)
-                seen.add(msg.topic)
-            try:
-                view.draw(model.view(frame_at), errors + sum(sub.stats.bad.values()))
-            except Exception as e:  # a drawing bug must not freeze the display on old values
-                errors += 1
-                view.dirty = True
-                if type(e).__name__ not in logged:
-                    logged.add(type(e).__name__)
-                    svc.log.exception("drawing failed; counting and going on")
-            state = (dpg.get_mouse_pos(local=False), dpg.is_mouse_button_down(dpg.mvMouseButton_Left))
-            if state != pointer:
-                pointer, last_input = state, frame_at
-            if always or view.dirty or frame_at - last_frame >= IDLE_FRAME_S or frame_at - last_input < INTERACTIVE_S:
-                dpg.render_dearpygui_frame()
-                view.dirty, last_frame = False, frame_at
-            if args.dump and dump_every.due():
-                view.dump(args.dump)
-            if shots is not None and _shoot_now(frame_at - started, seen) and next(shots, "done") == "done":
+            loop.take(frame_at)
+            loop.draw(frame_at)
+            loop.render(frame_at)
+            if loop.record(frame_at):
                 break
             svc.wait(period - (time.monotonic() - frame_at))
     finally:
         dpg.destroy_context()
+
+
+class Loop:
+    """One frame's steps: take the bus's news, draw it into the widgets, render when something
+    changed (or the driver is touching the screen), and the test outputs (dump, screenshots)."""
+
+    def __init__(self, svc: Service, view, always: bool):
+        args = svc.args
+        self.svc, self.view, self.always = svc, view, always
+        self.sub = svc.subscriber(TOPICS)
+        self.model = ViewModel()
+        self.errors, self.logged = 0, set()
+        self.seen: set[str] = set()
+        self.dump_every = Every(0.5)
+        self.started = time.monotonic()
+        self.shots = _screenshots(view, Path(args.screenshot)) if args.screenshot else None
+        self.last_frame, self.last_input, self.pointer = 0.0, 0.0, None
+
+    def take(self, at: float) -> None:
+        for msg in self.sub.drain().values():
+            self.model.update(msg, at)
+            self.seen.add(msg.topic)
+
+    def draw(self, at: float) -> None:
+        try:
+            self.view.draw(self.model.view(at), self.errors + sum(self.sub.stats.bad.values()))
+        except Exception as e:  # a drawing bug must not freeze the display on old values
+            self.errors += 1
+            self.view.dirty = True
+            if type(e).__name__ not in self.logged:
+                self.logged.add(type(e).__name__)
+                self.svc.log.exception("drawing failed; counting and going on")
+
+    def render(self, at: float) -> None:
+        import dearpygui.dearpygui as dpg
+
+        state = (dpg.get_mouse_pos(local=False), dpg.is_mouse_button_down(dpg.mvMouseButton_Left))
+        if state != self.pointer:
+            self.pointer, self.last_input = state, at
+        idle = at - self.last_frame >= IDLE_FRAME_S
+        if self.always or self.view.dirty or idle or at - self.last_input < INTERACTIVE_S:
+            dpg.render_dearpygui_frame()
+            self.view.dirty, self.last_frame = False, at
+
+    def record(self, at: float) -> bool:
+        """The dump and the screenshots; True when the screenshots are done (time to exit)."""
+        dump = self.svc.args.dump
+        if dump:
+            self.view.note_rects()
+            if self.dump_every.due():
+                self.view.dump(dump)
+        if self.shots is None or not _shoot_now(at - self.started, self.seen) or next(self.shots, "done") != "done":
+            return False
+        if dump:  # what every page showed, for a test that reads it after the exit
+            self.view.dump(dump)
+        return True
 
 
 class TripReset:
@@ -149,7 +183,7 @@ def _screenshots(view, folder: Path):
     import dearpygui.dearpygui as dpg
 
     folder.mkdir(parents=True, exist_ok=True)
-    for page in ("driver", "detail"):
+    for page in PAGES:
         view.page(page)
         for _ in range(3):
             yield page

@@ -41,7 +41,7 @@ def _style(shown: Shown | Health) -> Style:
 
 
 def _value(shown: Shown) -> Text:
-    return Text(shown.text, style=_style(shown))
+    return Text(shown.full, style=_style(shown))
 
 
 def _label(key: str) -> Text:
@@ -50,13 +50,14 @@ def _label(key: str) -> Text:
 
 def screen(view: View, clock: str) -> Group:
     """One screen of the driver's values (what is drawn each second)."""
-    speed = view.speed.text if not view.speed.text.isdigit() else f"{view.speed.text} {BY_KEY['speed_km_h'].unit}"
+    speed = view.speed.full if not view.speed.text.isdigit() else \
+        " ".join([view.speed.text, BY_KEY["speed_km_h"].unit, *([f"({view.speed.age})"] if view.speed.age else [])])
     grid = Table.grid(padding=(0, 2))
     for _ in range(4):
         grid.add_column()
     grid.add_row(_label("speed_km_h"), Text(speed, style=_style(view.speed)),
                  _label("soc"), _value(view.soc))
-    grid.add_row(_label("p_pack"), Text(f"{view.power.text}  {view.power_state}", style=_style(view.power)),
+    grid.add_row(_label("p_pack"), Text(f"{view.power.full}  {view.power_state}", style=_style(view.power)),
                  _label("v_pack"), _value(view.voltage))
     grid.add_row(_label("range_km"), _value(view.range), _label("wh_per_km_recent"), _value(view.rate))
     grid.add_row(_label("cell_min_volt"), _value(view.cell_min), _label("cell_max_volt"), _value(view.cell_max))

@@ -69,10 +69,11 @@ def test_gui_shows_what_was_published_and_screenshots_each_page(spawn, tmp_path,
     assert shown["soc_text"] == f"{soc:.0f} %" and shown["soc_bar"] == pytest.approx(soc / 100, abs=1e-3)
     assert shown["power"] == f"{(p1.power_w + p2.power_w) / 1000:+.1f} kW" and shown["power_state"] == "discharging"
     assert shown["current"] == f"{p1.current_a + p2.current_a:+.1f} A"
-    assert shown["cell_max"] == f"{p2.cell_max_mv} mV P2" and shown["cell_min"] == f"{p1.cell_min_mv} mV P1"
+    assert shown["cell_max"] == f"{p2.cell_max_mv} mV" and shown["cell_min"] == f"{p1.cell_min_mv} mV"
+    assert shown["cell_max_label"] == "Cell max P2" and shown["cell_min_label"] == "Cell min P1", "the pack on the label"
     # The worst alarm in full and a count on the driver page; all of them on the detail page.
-    assert shown["banner"] == "WARNING: P1 cell high voltage  +1 more"
-    assert shown["alarm_list"] == "WARNING: P1 cell high voltage\nWARNING: P2 cell high voltage"
+    assert shown["banner"] == "WARNING: cell high voltage P1-2"
+    assert shown["alarm_list"] == "WARNING: cell high voltage P1-2"
     assert shown["health_BMS"].startswith("BMS up") and shown["health_Uplink"].startswith("Uplink connected")
     assert shown["queued"] == "7 queued"
     trip = SAMPLES["trip.state"]

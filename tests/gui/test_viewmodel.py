@@ -44,8 +44,8 @@ def test_stale_values_are_greyed_with_their_age_never_shown_as_live():
     assert not fresh.soc.stale and fresh.soc.level != "stale"
     old = vm.view(112.0)
     assert old.speed.stale and old.speed.level == "stale"
-    assert old.soc.stale and old.soc.level == "stale" and old.soc.text == "48 % (12s)"
-    assert old.voltage.text.endswith("(12s)") and old.power_state == "unknown"
+    assert old.soc.stale and old.soc.level == "stale" and old.soc.full == "48 % (12s)" and old.soc.age == "12s"
+    assert old.voltage.full.endswith("(12s)") and old.power_state == "unknown"
 
 
 def test_the_stale_limit_follows_the_period_of_the_source():
@@ -77,18 +77,19 @@ def test_multi_pack_vehicle_view():
     assert view.current.text == f"{p1.current_a + p2.current_a:+.1f} A"
     assert view.power.text == f"{(p1.power_w + p2.power_w) / 1000:+.1f} kW"
     assert view.voltage.text == f"{(p1.voltage_v + p2.voltage_v) / 2:.1f} V"
-    assert view.cell_min.text == f"{p1.cell_min_mv} mV P1" and view.cell_max.text == f"{p2.cell_max_mv} mV P2"
+    assert (view.cell_min.full, view.cell_max.full) == (f"{p1.cell_min_mv} mV P1", f"{p2.cell_max_mv} mV P2")
+    assert (view.cell_max.text, view.cell_max.note) == (f"{p2.cell_max_mv} mV", "P2")
     assert view.cell_delta.text == f"{p2.cell_max_mv - p1.cell_min_mv} mV"
     # The cell sensors (the field table's cell_max_temp), not the 30.1 °C MOSFET: labelled "Temp max".
-    assert view.temp_max.text == "23.5 °C P1" and view.temp_min.text == "21.0 °C P1"
+    assert view.temp_max.full == "23.5 °C P1" and view.temp_min.full == "21.0 °C P1"
     assert [p.number for p in view.packs] == [1, 2]
-    assert view.packs[1].summary.startswith("P2  48%")
+    assert view.packs[1].summary.startswith("P2 48% ")
 
 
 def test_an_offline_pack_is_left_out_of_the_totals_and_marked():
     offline = m.Pack(pack=2, online=False)
     view = model(("bms.snapshot", snapshot(quiet(uplink_pack(1)), offline))).view(100.1)
-    assert view.current.text == "-12.3 A" and view.packs[1].summary == "P2  offline" and not view.packs[1].online
+    assert view.current.text == "-12.3 A" and view.packs[1].summary == "P2 offline" and not view.packs[1].online
 
 
 def test_unknown_battery_values_are_dashes():
@@ -204,7 +205,7 @@ def test_the_worst_alarm_in_full_with_a_count_of_the_rest_and_all_by_priority():
     one = quiet(uplink_pack(1), warnings=["cell_high_voltage", "low_power"])
     two = quiet(uplink_pack(2), protections=["discharge_overcurrent"], faults=["ntc_fault"])
     view = model(("bms.snapshot", snapshot(one, two))).view(100.1)
-    assert view.alarm.text == "FAULT: P2 ntc fault  +3 more" and view.alarm.level == "alarm"
+    assert view.alarm.text == "FAULT: ntc fault P2  +3 more" and view.alarm.level == "alarm"
     assert view.alarms == [("fault", "P2 ntc fault"), ("protection", "P2 discharge overcurrent"),
                            ("warning", "P1 cell high voltage"), ("warning", "P1 low power")]
     single = model(("bms.snapshot", snapshot(quiet(uplink_pack(1), warnings=["low_power"])))).view(100.1)
@@ -254,3 +255,11 @@ def test_an_uplink_connected_but_acknowledging_nothing_is_stalled():
     assert never.view(100.5).health[2].state == "connected"
     never.update(status(1031.0, 60, None), 131.0)
     assert never.view(131.5).health[2].state == "stalled"
+
+
+def test_the_detail_pages_alarm_lines_group_the_packs_that_share_an_alarm():
+    packs = [quiet(uplink_pack(n), faults=["ntc_fault"], warnings=["low_power"] if n in (2, 3, 7) else [])
+             for n in range(1, 17)]
+    view = model(("bms.snapshot", snapshot(*packs))).view(100.1)
+    assert view.alarm_groups == [("fault", "ntc fault P1-16"), ("warning", "low power P2-3, P7")]
+    assert len(view.alarms) == 19 and view.alarm.text == "FAULT: ntc fault P1-16  +1 more"

@@ -55,7 +55,7 @@ def test_the_terminal_viewer_shows_the_drivers_values_and_marks_them_stale(spawn
     assert live, tmux.pane()
     # The labels are the field table's; the values those of harness.samples, as on the display.
     for line in ("SPEED", "STATE OF CHARGE  48 %", "POWER", "discharging", "VOLTAGE", "CELL MIN", "3310 mV P1",
-                 "CELL MAX", "3335 mV P2", "TEMP MAX", "23.5 °C P1", "WARNING: P1 cell high voltage  +1 more",
+                 "CELL MAX", "3335 mV P2", "TEMP MAX", "23.5 °C P1", "WARNING: cell high voltage P1-2",
                  "BMS up", "GPS up", "Uplink connected", "7 queued"):
         assert line in live, (line, live)
     assert "(" not in live.split("ALARM")[0], "nothing is stale while the feed runs"
