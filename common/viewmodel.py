@@ -79,8 +79,13 @@ class Shown:
     age: str = ""
 
     @property
+    def extra(self) -> str:
+        """The note and the age, as the display puts them on the label's line ("P2 (14s)")."""
+        return " ".join([*([self.note] if self.note else []), *([f"({self.age})"] if self.age else [])])
+
+    @property
     def full(self) -> str:
-        return " ".join([self.text, *([self.note] if self.note else []), *([f"({self.age})"] if self.age else [])])
+        return f"{self.text} {self.extra}".rstrip()
 
 
 @dataclass(frozen=True)
@@ -218,8 +223,10 @@ class ViewModel:
         )
 
     def _alarms_view(self, packs: list[Pack], stale: bool, now: float) -> dict:
-        return {"banner": self._banner(packs, stale), "alarm": self._worst(packs, stale),
-                "alarms": alarm_list(packs), "alarm_groups": grouped_alarms(packs),
+        alarms, groups = alarm_list(packs), grouped_alarms(packs)  # once a frame, for every use below
+        instead = _no_alarm(packs, alarms, stale)
+        return {"banner": instead or _banner(alarms), "alarm": instead or _worst(groups),
+                "alarms": alarms, "alarm_groups": groups,
                 "banner_flash": now < self._flash_until and int((now - self._flash_until) * 4) % 2 == 0}
 
     def _trip(self, now: float) -> dict[str, Shown]:
@@ -248,38 +255,6 @@ class ViewModel:
         if fix.stale(now):
             return Shown(text, "stale", True, age=age_text(fix.age(now)))
         return Shown(text)
-
-    @staticmethod
-    def _no_alarm(packs: list[Pack], stale: bool) -> Shown | None:
-        """What the alarm area says when it cannot name an alarm, or None when it can."""
-        if not packs:
-            return Shown("no battery data", "inactive", True)
-        if stale:  # the last alarms seen may have cleared or worsened since
-            return Shown(STALE_ALARMS, "stale", True)
-        if not alarm_list(packs):
-            return Shown("no alarms" if any(p.warnings is not None for p in packs) else "alarm state unknown")
-        return None
-
-    def _banner(self, packs: list[Pack], stale: bool) -> Shown:
-        instead = self._no_alarm(packs, stale)
-        if instead is not None:
-            return instead
-        found: dict[str, list[str]] = {"fault": [], "protection": [], "warning": []}
-        for kind, what in alarm_list(packs):
-            found[kind].append(what)
-        severity = next(k for k in SEVERITIES if found[k])
-        text = "  |  ".join(f"{k.upper()}: {', '.join(v)}" for k, v in found.items() if v)
-        return Shown(text, SEVERITY_LEVELS[severity])
-
-    def _worst(self, packs: list[Pack], stale: bool) -> Shown:
-        """The worst alarm in full and how many more there are (the full list is ``alarms``)."""
-        instead = self._no_alarm(packs, stale)
-        if instead is not None:
-            return instead
-        groups = grouped_alarms(packs)  # the packs that share the worst alarm are one line, not "+15 more"
-        kind, what = groups[0]
-        more = f"  +{len(groups) - 1} more" if len(groups) > 1 else ""
-        return Shown(f"{kind.upper()}: {what}{more}", SEVERITY_LEVELS[kind])
 
     def _health(self, now: float) -> list[Health]:
         """Each source's state and the time since it last had good data (a link message's
@@ -331,6 +306,34 @@ class ViewModel:
 def _alarm_lists(p: Pack) -> list[tuple[str, list[str]]]:
     return [("fault", p.faults or []), ("protection", [n for n in p.protections or [] if n not in NOT_ALARMS]),
             ("warning", p.warnings or [])]
+
+
+def _no_alarm(packs: list[Pack], alarms: list[tuple[str, str]], stale: bool) -> Shown | None:
+    """What the alarm area says when it cannot name an alarm, or None when it can."""
+    if not packs:
+        return Shown("no battery data", "inactive", True)
+    if stale:  # the last alarms seen may have cleared or worsened since
+        return Shown(STALE_ALARMS, "stale", True)
+    if not alarms:
+        return Shown("no alarms" if any(p.warnings is not None for p in packs) else "alarm state unknown")
+    return None
+
+
+def _banner(alarms: list[tuple[str, str]]) -> Shown:
+    """Every alarm, by severity."""
+    found: dict[str, list[str]] = {"fault": [], "protection": [], "warning": []}
+    for kind, what in alarms:
+        found[kind].append(what)
+    severity = next(k for k in SEVERITIES if found[k])
+    text = "  |  ".join(f"{k.upper()}: {', '.join(v)}" for k, v in found.items() if v)
+    return Shown(text, SEVERITY_LEVELS[severity])
+
+
+def _worst(groups: list[tuple[str, str]]) -> Shown:
+    """The worst alarm in full and how many more there are; the packs that share it are one line."""
+    kind, what = groups[0]
+    more = f"  +{len(groups) - 1} more" if len(groups) > 1 else ""
+    return Shown(f"{kind.upper()}: {what}{more}", SEVERITY_LEVELS[kind])
 
 
 def _uplink_state(data, waited_s: float | None) -> tuple[str, str]:

@@ -238,8 +238,7 @@ class DisplayView:
     def _label(self, tag: str, key: str, shown) -> None:
         """A value's label from the field table, with the pack it belongs to and, when stale, its
         age: on the label's line, so the value itself keeps to its column."""
-        extra = " ".join([*([shown.note] if shown.note else []), *([f"({shown.age})"] if shown.age else [])])
-        self._text(tag, f"{BY_KEY[key].label} {extra}".rstrip(), "stale" if shown.stale else None)
+        self._text(tag, f"{BY_KEY[key].label} {shown.extra}".rstrip(), "stale" if shown.stale else None)
 
     def _font_of(self, tag: str, name: str) -> None:
         if self._shown.get(tag + "#font") != name:

@@ -51,7 +51,7 @@ def _label(key: str) -> Text:
 def screen(view: View, clock: str) -> Group:
     """One screen of the driver's values (what is drawn each second)."""
     speed = view.speed.full if not view.speed.text.isdigit() else \
-        " ".join([view.speed.text, BY_KEY["speed_km_h"].unit, *([f"({view.speed.age})"] if view.speed.age else [])])
+        f"{view.speed.text} {BY_KEY['speed_km_h'].unit} {view.speed.extra}".rstrip()
     grid = Table.grid(padding=(0, 2))
     for _ in range(4):
         grid.add_column()
