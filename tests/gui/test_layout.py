@@ -17,8 +17,10 @@ STATES = {"live": [], "one_pack": ["--packs", 1], "sixteen_packs_many_alarms": [
 CASES = [(800, 480, "dark"), (800, 480, "light"), (1024, 600, "dark"), (1280, 720, "dark")]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def xvfb():
+    # An X server of its own per test, as tests/gui/test_display.py has: with one shared by the
+    # module, a GUI once failed to get its window under load (GLFW: window NULL, an abort).
     x = Xvfb()
     yield x
     x.stop()
