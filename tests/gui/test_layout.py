@@ -49,6 +49,12 @@ def test_both_pages_fit_the_screen_without_overlaps(spawn, tmp_path, xvfb, width
     spawn(python_module("harness.publish", "trip", "--config", cfg, "--period", 0.2))
     dump, shots = tmp_path / "dump.json", tmp_path / "shots"
     gui = spawn(python_module("services.gui", "--config", cfg, "--dump", dump, "--screenshot", shots), env=xvfb.env())
+    if gui.wait(120) == -6 and any("window != NULL" in line for line in gui.text()):
+        # A known, unsolved defect (see the stop note): on a busy machine GLFW sometimes gets no
+        # window from Xvfb and Dear PyGui aborts; the restart loop brings it back on a car. Once
+        # more here, so that the layout is what this test judges.
+        gui = spawn(python_module("services.gui", "--config", cfg, "--dump", dump, "--screenshot", shots),
+                    env=xvfb.env())
     assert gui.wait(120) == 0, gui.text()
     shown = json.loads(dump.read_text())
     assert shown["viewport_size"] == [width, height]
